@@ -1,0 +1,1 @@
+"""The `medidiff` command line. Heavy imports (torch, MONAI) happen inside commands so `--help` is instant."""

@@ -1,0 +1,78 @@
+"""Entry point of the `medidiff` command: builds the parser from one module per subcommand.
+
+Each subcommand module defines ``register(subparsers) -> None`` which adds its parser and sets
+``handler`` to a function ``(args) -> int``. Modules import nothing heavy at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from medidiff import __version__
+
+# Order shown in `medidiff --help`; a module is listed only once it exists.
+COMMANDS = (
+    "info",
+    "restore",
+    "restore_batch",
+    "degrade",
+    "metrics",
+    "train",
+    "sample",
+    "benchmark",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the full `medidiff` parser (used by the CLI and by the docs' CLI reference)."""
+    parser = argparse.ArgumentParser(
+        prog="medidiff",
+        description="Restore 3D medical volumes with diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"medidiff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module_name = f"medidiff.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code (0 ok, 2 user error, 1 internal error)."""
+    from medidiff.errors import MedidiffError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(os.environ.get("MEDIDIFF_DEBUG"))
+    if not debug:
+        warnings.filterwarnings("ignore")
+    try:
+        return int(args.handler(args) or 0)
+    except MedidiffError as exc:
+        if debug:
+            raise
+        print(f"medidiff: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medidiff: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal bug: still one line unless debugging
+        if debug:
+            raise
+        print(
+            f"medidiff: internal error: {type(exc).__name__}: {exc} (set MEDIDIFF_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
