@@ -62,7 +62,9 @@ def split_prediction(
     raise ValueError(f"unknown prediction type {kind!r}")
 
 
-def training_target(x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor, kind: PredictionType | str) -> Tensor:
+def training_target(
+    x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor, kind: PredictionType | str
+) -> Tensor:
     """What a network of type ``kind`` should output for x_t = alpha x0 + sigma eps."""
     if kind == "eps":
         return eps

@@ -80,7 +80,12 @@ class LinearSchedule(NoiseSchedule):
         return self.beta_min + t * (self.beta_max - self.beta_min)
 
     def config(self) -> dict[str, Any]:
-        return {"name": "linear", "beta_min": self.beta_min, "beta_max": self.beta_max, "num_steps": self.num_steps}
+        return {
+            "name": "linear",
+            "beta_min": self.beta_min,
+            "beta_max": self.beta_max,
+            "num_steps": self.num_steps,
+        }
 
 
 class CosineSchedule(NoiseSchedule):
@@ -112,7 +117,12 @@ class CosineSchedule(NoiseSchedule):
         return 2 * torch.tan(self._theta(t)) * (self.u_max / (1 + self.s) * math.pi / 2)
 
     def config(self) -> dict[str, Any]:
-        return {"name": "cosine", "s": self.s, "alpha_bar_min": self.alpha_bar_min, "num_steps": self.num_steps}
+        return {
+            "name": "cosine",
+            "s": self.s,
+            "alpha_bar_min": self.alpha_bar_min,
+            "num_steps": self.num_steps,
+        }
 
 
 def build_schedule(config: dict[str, Any]) -> NoiseSchedule:

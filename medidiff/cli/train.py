@@ -1,0 +1,39 @@
+"""`medidiff train --config CONFIG [--resume] [key.sub=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion prior on 3D volumes (single process, or DDP under torchrun)",
+        description="Train a diffusion prior. Runs under `torchrun --nproc_per_node N -m medidiff train ...` "
+        "for data-parallel training (gloo on CPU, nccl on GPUs).",
+    )
+    p.add_argument("--config", required=True, help="training YAML (e.g. configs/train/default.yaml)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in run.out_dir from its last checkpoint"
+    )
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.steps=200")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from medidiff.training.config import load_config, resolve_data_files
+    from medidiff.training.trainer import TrainConfig, train
+
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    raw = load_config(args.config, args.overrides)
+    cfg = TrainConfig.from_dict(raw)
+    cfg.data.files = resolve_data_files(cfg.data.files)
+    path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
+    if not args.quiet:
+        print(path)
+    return 0

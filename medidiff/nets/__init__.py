@@ -1,0 +1,1 @@
+"""Networks: the 3D U-Net (MONAI DiffusionModelUNet), the diffusion-model wrapper, EMA and checkpoints."""

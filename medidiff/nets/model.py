@@ -1,0 +1,99 @@
+"""The diffusion model: a U-Net, the SDE it was trained for, and its prediction type.
+
+:meth:`DiffusionModel.predict` is the *Denoiser* every sampler and conditioning rule uses:
+``predict(x_t, t) -> Prediction(eps, x0)`` for x_t (B, 1, I, J, K) and t (B,) in [t_min, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from medidiff.diffusion.predictions import PREDICTION_TYPES, Prediction, split_prediction
+from medidiff.diffusion.sde import SDE, build_sde
+from medidiff.errors import ConfigError
+from medidiff.nets.unet import build_unet, unet_config
+
+
+class DiffusionModel(nn.Module):
+    """U-Net + SDE + parameterisation.
+
+    Args:
+        net: maps (x_t (B, 1, I, J, K), timesteps (B,)) to a raw prediction like x_t.
+        sde: the forward SDE the network was trained for.
+        prediction_type: "eps", "v" or "x0".
+        time_scale: the network sees ``t * time_scale`` (1000 makes t match DDPM step indices).
+        patch_size: the training patch size (I, J, K); inference tiles larger volumes with it.
+        bf16: run the network under bfloat16 autocast (2-2.4x faster on recent CPUs); outputs are float32.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sde: SDE,
+        prediction_type: str = "v",
+        time_scale: float = 1000.0,
+        patch_size: Sequence[int] = (48, 48, 48),
+        bf16: bool = True,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        self.net = net
+        self.sde = sde
+        self.prediction_type = prediction_type
+        self.time_scale = float(time_scale)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.bf16 = bf16
+        self.config = config or {}
+        self.network_evaluations = 0  # voxels-weighted count is kept by the patch path; this counts calls
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DiffusionModel:
+        """Build an (untrained) model from a model config: {unet, sde, prediction_type, patch_size, ...}."""
+        unet = unet_config(config.get("unet"))
+        sde_cfg = config.get("sde", {"name": "vp", "schedule": {"name": "linear"}})
+        full = {
+            "unet": unet,
+            "sde": build_sde(sde_cfg).config(),
+            "prediction_type": config.get("prediction_type", "v"),
+            "time_scale": float(config.get("time_scale", 1000.0)),
+            "patch_size": [int(p) for p in config.get("patch_size", [48, 48, 48])],
+        }
+        return cls(
+            build_unet(unet),
+            build_sde(full["sde"]),
+            prediction_type=full["prediction_type"],
+            time_scale=full["time_scale"],
+            patch_size=full["patch_size"],
+            bf16=bool(config.get("bf16", True)),
+            config=full,
+        )
+
+    @contextlib.contextmanager
+    def _autocast(self, x: Tensor) -> Iterator[None]:
+        if self.bf16 and x.device.type in ("cpu", "cuda"):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Raw network output (float32) for x_t (B, 1, I, J, K) and t (B,)."""
+        t = t.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
+        self.network_evaluations += 1
+        with self._autocast(x):
+            out = self.net(x, t * self.time_scale)
+        return out.float()
+
+    def predict(self, x: Tensor, t: Tensor) -> Prediction:
+        """The Denoiser interface: eps and x0 estimates for x_t (B, 1, I, J, K) at t (B,)."""
+        t = t.to(dtype=torch.float64, device=x.device).reshape(-1).expand(x.shape[0])
+        alpha, sigma = self.sde.coefficients(t)
+        raw = self(x, t)
+        return split_prediction(raw, x, alpha.float(), sigma.float(), self.prediction_type)

@@ -1,0 +1,208 @@
+"""Training data: random, augmented 3D patches from real volumes, as a MONAI dataset.
+
+Each volume is read once (``medidiff.io.read_volume``), robustly normalised to [0, 1] and cached with a
+foreground mask. Every draw then: picks a foreground-biased region (``RandCropByPosNegLabeld``), resamples
+it to a random voxel size in ``spacing_range`` mm with a small random rotation (one MONAI ``Affine``), flips
+and rotates it by 90 degrees along random axes, perturbs its contrast (gamma, histogram shift, optional
+contrast inversion, which makes T1 look T2-like), and maps it to model units [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Affine,
+    Compose,
+    MapTransform,
+    RandAdjustContrastd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    RandHistogramShiftd,
+    RandomizableTransform,
+    RandRotate90d,
+)
+
+from medidiff.transforms import Normalizer
+
+
+@dataclass
+class PatchDataConfig:
+    """Settings of the patch pipeline (the ``data`` section of a training config)."""
+
+    files: list[str] = field(default_factory=list)
+    patch_size: tuple[int, int, int] = (48, 48, 48)
+    spacing_range: tuple[float, float] = (0.8, 1.5)
+    max_rotation_deg: float = 10.0
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    histogram_shift_prob: float = 0.3
+    invert_prob: float = 0.2
+    foreground_ratio: float = 0.8
+    samples_per_volume: int = 4
+
+
+def load_training_volume(path: str | Path, normalizer: Normalizer | None = None) -> dict[str, Any]:
+    """Read a volume, normalise it to [0, 1] (p0.5 -> 0, p99.5 -> 1) and compute a foreground label.
+
+    Returns a dict with ``image`` (1, I, J, K) float32 tensor, ``label`` (1, I, J, K) uint8, ``spacing``.
+    """
+    from medidiff.io import read_volume
+
+    vol = read_volume(path)
+    norm = normalizer or Normalizer()
+    data01 = (norm.fit(vol.data).forward(vol.data) + 1.0) / 2.0
+    threshold = 0.1
+    label = (data01 > threshold).astype(np.uint8)
+    return {
+        "image": torch.from_numpy(data01[None].astype(np.float32)),
+        "label": torch.from_numpy(label[None]),
+        "spacing": np.asarray(vol.spacing, dtype=np.float64),
+        "source": str(path),
+    }
+
+
+class RandResampleRotated(RandomizableTransform, MapTransform):
+    """Resample ``image`` to a random isotropic voxel size and rotate it slightly, output ``patch_size``.
+
+    A voxel size is drawn uniformly in ``[max(lo, native), max(hi, 1.1 * native)]`` per volume: a volume is
+    never upsampled beyond its native resolution, which would teach the prior blurred images.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        patch_size: Sequence[int],
+        spacing_range: tuple[float, float],
+        max_rotation_deg: float,
+    ) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        MapTransform.__init__(self, keys)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing_range = spacing_range
+        self.max_rotation = math.radians(max_rotation_deg)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        native = float(np.min(d["spacing"]))
+        lo = max(self.spacing_range[0], native)
+        hi = max(self.spacing_range[1], 1.1 * native)
+        target = self.R.uniform(lo, hi)
+        scale = [target / float(s) for s in d["spacing"]]
+        rotate = self.R.uniform(-self.max_rotation, self.max_rotation, size=3).tolist()
+        affine = Affine(
+            rotate_params=rotate,
+            scale_params=scale,
+            spatial_size=self.patch_size,
+            padding_mode="zeros",
+            mode="bilinear",
+            image_only=True,
+        )
+        for key in self.key_iterator(d):
+            d[key] = torch.as_tensor(affine(d[key]))
+        return d
+
+
+class RandInvertForegroundd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, map foreground intensities x -> 1 - x (T1-like -> T2-like contrast)."""
+
+    def __init__(self, keys: Sequence[str], prob: float, threshold: float = 0.1) -> None:
+        RandomizableTransform.__init__(self, prob=prob)
+        MapTransform.__init__(self, keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        self.randomize(None)
+        if not self._do_transform:
+            return dict(data)
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = torch.as_tensor(d[key])
+            fg = x > self.threshold
+            d[key] = torch.where(fg, (1.0 + self.threshold - x).clamp(min=self.threshold), x)
+        return d
+
+
+class ToModelRanged(MapTransform):
+    """[0, 1] -> [-1, 1] and drop everything but the image."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return {k: torch.as_tensor(data[k]).float() * 2.0 - 1.0 for k in self.key_iterator(data)}
+
+
+def patch_transform(cfg: PatchDataConfig) -> Compose:
+    """The random per-draw pipeline: dict(image, label, spacing) -> dict(image (1, P, P, P) in [-1, 1])."""
+    pad = 1.0 + math.sin(math.radians(cfg.max_rotation_deg)) * 1.5
+    # The crop must hold the largest region the resampler may look at.
+    crop = [math.ceil(p * cfg.spacing_range[1] * pad / 0.8) + 2 for p in cfg.patch_size]
+    return Compose(
+        [
+            RandCropByPosNegLabeld(
+                keys=["image"],
+                label_key="label",
+                spatial_size=crop,
+                pos=cfg.foreground_ratio,
+                neg=1.0 - cfg.foreground_ratio,
+                num_samples=1,
+                allow_smaller=True,
+            ),
+            RandResampleRotated(["image"], cfg.patch_size, cfg.spacing_range, cfg.max_rotation_deg),
+            RandFlipd(["image"], prob=0.5, spatial_axis=0),
+            RandFlipd(["image"], prob=0.5, spatial_axis=1),
+            RandFlipd(["image"], prob=0.5, spatial_axis=2),
+            RandRotate90d(["image"], prob=0.5, spatial_axes=(0, 1)),
+            RandRotate90d(["image"], prob=0.5, spatial_axes=(1, 2)),
+            RandAdjustContrastd(["image"], prob=0.5, gamma=cfg.gamma_range),
+            RandHistogramShiftd(["image"], prob=cfg.histogram_shift_prob, num_control_points=(5, 10)),
+            RandInvertForegroundd(["image"], prob=cfg.invert_prob),
+            ToModelRanged(["image"]),
+        ]
+    )
+
+
+class PatchDataset(torch.utils.data.IterableDataset):
+    """An endless stream of augmented patches (1, P, P, P) from cached volumes.
+
+    Volumes are split across DDP ranks and DataLoader workers (each sees different volumes when there are
+    enough, and always different random patches), and seeded from ``seed``, the rank and the worker id.
+    """
+
+    def __init__(self, cfg: PatchDataConfig, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        if not cfg.files:
+            from medidiff.errors import ConfigError
+
+            raise ConfigError("the training config lists no data files")
+        self.cfg = cfg
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self._cache: dict[str, dict[str, Any]] = {}
+
+    def _volume(self, path: str) -> dict[str, Any]:
+        if path not in self._cache:
+            self._cache[path] = load_training_volume(path)
+        return self._cache[path]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        stream = self.rank * workers + worker
+        streams = self.world_size * workers
+        files = list(self.cfg.files)
+        mine = files[stream::streams] if len(files) >= streams else files
+        rng = np.random.default_rng([self.seed, stream])
+        transform = patch_transform(self.cfg)
+        transform.set_random_state(seed=int(rng.integers(2**31)))
+        while True:
+            path = mine[int(rng.integers(len(mine)))]
+            volume = self._volume(path)
+            for _ in range(self.cfg.samples_per_volume):
+                out = transform(volume)
+                # RandCropByPosNegLabeld makes a list (of one sample here); Compose maps the rest over it.
+                yield (out[0] if isinstance(out, list) else out)["image"]

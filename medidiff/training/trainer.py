@@ -1,0 +1,251 @@
+"""The denoising score-matching trainer (single process or DDP under ``torchrun``).
+
+Loss: mean squared error between the network output and the target of its parameterisation
+(``diffusion.predictions.training_target``) at x_t = alpha(t) x0 + sigma(t) eps. Times are drawn from a
+mixture: a fraction uniformly on [t_min, 1], the rest log-uniformly in the noise ratio sigma/alpha over
+``ratio_range``, which concentrates training where restoration needs precision (low noise levels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from medidiff.diffusion.predictions import expand_like, training_target
+from medidiff.diffusion.sde import SDE
+from medidiff.errors import ConfigError
+from medidiff.nets.checkpoint import save_model
+from medidiff.nets.ema import make_ema
+from medidiff.nets.model import DiffusionModel
+from medidiff.training.checkpoint import load_train_state, save_train_state
+from medidiff.training.data import PatchDataConfig, PatchDataset
+
+log = logging.getLogger("medidiff.train")
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 1000
+    batch_size: int = 2
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    uniform_t_fraction: float = 0.5
+    ratio_range: tuple[float, float] = (0.01, 2.0)
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/default"
+    seed: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 20
+    num_workers: int = 1
+    threads: int = 0  # 0: torch's default
+    max_minutes: float = 0.0  # 0: no wall-clock limit; otherwise stop (with a checkpoint) after this long
+
+
+@dataclass
+class TrainConfig:
+    model: dict[str, Any] = field(default_factory=dict)
+    data: PatchDataConfig = field(default_factory=PatchDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TrainConfig:
+        def build(kind: type, section: str) -> Any:
+            values = dict(raw.get(section) or {})
+            known = {f.name for f in fields(kind)}
+            unknown = set(values) - known
+            if unknown:
+                raise ConfigError(f"unknown key(s) in '{section}': {', '.join(sorted(unknown))}")
+            for f in fields(kind):
+                if f.name in values and isinstance(values[f.name], list) and "tuple" in str(f.type):
+                    values[f.name] = tuple(values[f.name])
+            return kind(**values)
+
+        unknown_sections = set(raw) - {"model", "data", "optim", "run", "provenance"}
+        if unknown_sections:
+            raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown_sections))}")
+        cfg = cls(
+            model=dict(raw.get("model") or {}),
+            data=build(PatchDataConfig, "data"),
+            optim=build(OptimConfig, "optim"),
+            run=build(RunConfig, "run"),
+            provenance=dict(raw.get("provenance") or {}),
+        )
+        cfg.data.patch_size = tuple(cfg.model.get("patch_size", cfg.data.patch_size))  # type: ignore[assignment]
+        cfg.model["patch_size"] = list(cfg.data.patch_size)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "model": self.model,
+            "data": asdict(self.data),
+            "optim": asdict(self.optim),
+            "run": asdict(self.run),
+            "provenance": self.provenance,
+        }
+
+
+def sample_times(sde: SDE, n: int, cfg: OptimConfig, generator: torch.Generator) -> Tensor:
+    """Draw n training times (float64, (n,)) from the uniform / log-noise-ratio mixture."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    uniform = sde.t_min + (sde.T - sde.t_min) * u
+    lo, hi = (math.log(r) for r in cfg.ratio_range)
+    v = torch.rand(n, generator=generator, dtype=torch.float64)
+    focused = sde.t_from_noise_ratio(torch.exp(lo + (hi - lo) * v)).clamp(sde.t_min, sde.T)
+    pick = torch.rand(n, generator=generator, dtype=torch.float64) < cfg.uniform_t_fraction
+    return torch.where(pick, uniform, focused)
+
+
+def diffusion_loss(
+    model: torch.nn.Module, core: DiffusionModel, x0: Tensor, t: Tensor, generator: torch.Generator
+) -> Tensor:
+    """Denoising score-matching loss for a batch x0 (B, 1, P, P, P) at times t (B,)."""
+    eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    alpha, sigma = core.sde.coefficients(t)
+    alpha, sigma = alpha.float().to(x0.device), sigma.float().to(x0.device)
+    x_t = expand_like(alpha, x0) * x0 + expand_like(sigma, x0) * eps
+    target = training_target(x0, eps, alpha, sigma, core.prediction_type)
+    out = model(x_t, t.to(x0.device))
+    return torch.mean((out - target) ** 2)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: bool = False) -> Path:
+    """Train (or resume) a model as configured; returns the exported model path (EMA weights)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from medidiff.progress import Progress
+
+    rank, world, local_rank = _distributed()
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed + rank)
+    out_dir = Path(cfg.run.out_dir)
+    core = DiffusionModel.from_config(cfg.model).to(device)
+    ema = make_ema(core.net, cfg.optim.ema_decay)
+    model: torch.nn.Module = core
+    if world > 1:
+        model = DistributedDataParallel(core, device_ids=[local_rank] if device.startswith("cuda") else None)
+    optimizer = torch.optim.AdamW(core.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    step = 0
+    if resume:
+        meta = load_train_state(out_dir, core.net, ema, optimizer)
+        step = int(meta["step"])
+    elif rank == 0 and (out_dir / "train_state.json").exists():
+        raise ConfigError(f"{out_dir} already holds a training run; use --resume or another run.out_dir")
+
+    def lr_at(s: int) -> float:
+        return cfg.optim.lr * min(1.0, (s + 1) / max(1, cfg.optim.warmup_steps))
+
+    dataset = PatchDataset(cfg.data, seed=cfg.run.seed + 7919 * step, rank=rank, world_size=world)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.optim.batch_size,
+        num_workers=cfg.run.num_workers,
+        persistent_workers=cfg.run.num_workers > 0,
+    )
+    generator = torch.Generator().manual_seed(cfg.run.seed * 1000 + rank + 104729 * step)
+    voxels_per_step = cfg.optim.batch_size * math.prod(cfg.data.patch_size) * world
+    start, window_start, window_steps, running = time.time(), time.time(), 0, 0.0
+    history: list[dict[str, float]] = []
+    is_main = rank == 0
+
+    def checkpoint() -> None:
+        if not is_main:
+            return
+        save_train_state(out_dir, core.net, ema, optimizer, step, {"config": cfg.to_dict()})
+        export = DiffusionModel(
+            ema.module,
+            core.sde,
+            core.prediction_type,
+            core.time_scale,
+            core.patch_size,
+            config=core.config,
+        )
+        save_model(
+            export,
+            out_dir / "model.safetensors",
+            extra={
+                "normalization": {"lower_percentile": 0.5, "upper_percentile": 99.5, "smooth_sigma": 1.0},
+                "training": {**cfg.provenance, "steps": step, "files": cfg.data.files},
+            },
+        )
+        (out_dir / "history.jsonl").open("a").writelines(json.dumps(h) + "\n" for h in history)
+        history.clear()
+
+    model.train()
+    progress = Progress(cfg.optim.steps, "train", quiet=quiet or not is_main)
+    progress.done = step
+    for batch in loader:
+        if step >= cfg.optim.steps:
+            break
+        x0 = batch.to(device)
+        t = sample_times(core.sde, x0.shape[0], cfg.optim, generator)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        loss = diffusion_loss(model, core, x0, t, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(core.net.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        ema.update_parameters(core.net)
+        step += 1
+        window_steps += 1
+        running += float(loss)
+        progress.update()
+        if step % cfg.run.log_every == 0 or step == cfg.optim.steps:
+            elapsed = time.time() - window_start
+            record = {
+                "step": step,
+                "loss": running / window_steps,
+                "grad_norm": float(grad_norm),
+                "voxels_per_s": voxels_per_step * window_steps / max(elapsed, 1e-9),
+                "lr": lr_at(step),
+                "minutes": (time.time() - start) / 60,
+            }
+            history.append(record)
+            if is_main and not quiet:
+                log.info("step %d loss %.4f voxels/s %.3g", step, record["loss"], record["voxels_per_s"])
+            window_start, window_steps, running = time.time(), 0, 0.0
+        out_of_time = cfg.run.max_minutes > 0 and (time.time() - start) / 60 >= cfg.run.max_minutes
+        if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps or out_of_time:
+            checkpoint()
+        if out_of_time:
+            break
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return out_dir / "model.safetensors"
