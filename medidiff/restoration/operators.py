@@ -1,0 +1,549 @@
+"""Degradation operators A for restoration, on torch tensors ``(B, C, I, J, K)``.
+
+Each operator is a small :class:`torch.nn.Module` with ``forward(x)`` (= ``A(x)``), ``transpose(y)`` (the
+adjoint of its linear part) and ``pinv(y)`` (a pseudo-inverse), and keeps its parameters phi as
+:class:`torch.nn.Parameter` (``requires_grad=False`` by default; ``op.requires_grad_(True)`` makes them
+fittable by gradient descent, as GDP does). Passing a tensor that already requires grad keeps it as is, so
+gradients flow back to the caller's tensor (``gradcheck`` uses this). Everything is built from torch ops,
+hence differentiable in x and in phi.
+
+Along one axis the blur and the slice profile share one exact strided-correlation primitive; its adjoint
+is the matching transposed convolution, so ``<A x, y> == <x, A^T y>`` holds to rounding for either padding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from medidiff.errors import ConfigError
+
+_PADDINGS = ("replicate", "zeros")
+_TAPER_START = 0.75
+
+
+def _param(value: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """A Parameter (frozen by default) or, when ``value`` already requires grad, the tensor itself."""
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        return value
+    tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
+    return torch.nn.Parameter(tensor, requires_grad=False)
+
+
+def _to_list(value: torch.Tensor) -> Any:
+    return value.detach().cpu().double().tolist()
+
+
+# --- one-axis strided Gaussian profile: the shared primitive -----------------------------------------------
+
+
+class _AxisProfile:
+    """Geometry of ``y[s] = sum_i w(i - c_s) x[i]``, ``c_s = s * stride + centre``, along one axis.
+
+    ``w`` is a Gaussian of width ``sigma`` (voxels) on ``truncate * sigma`` voxels either side, tapered to 0
+    over the outer quarter, normalised to sum 1; samples outside the volume are replicated edge voxels or
+    zeros. Output length ``n // stride`` (whole slabs only).
+    """
+
+    def __init__(self, n: int, stride: int, centre: float, sigma: torch.Tensor, truncate: float) -> None:
+        radius = max(1, math.ceil(truncate * float(sigma.detach().abs())))
+        self.lo = min(math.floor(centre - radius), 0)
+        hi = max(math.ceil(centre + radius), stride - 1)
+        self.length = hi - self.lo + 1
+        self.n, self.stride = n, stride
+        self.m = n // stride
+        self.pad_lo = -self.lo
+        self.pad_hi = (self.m - 1) * stride + self.length - n - self.pad_lo  # < 0: crop the unused tail
+        offsets = torch.arange(self.length, dtype=sigma.dtype, device=sigma.device) + self.lo - centre
+        # Below 0.1 voxel the kernel is a delta anyway; the floor keeps the normalisation away from 0/0.
+        width = sigma.abs().clamp_min(0.1)
+        # The number of taps follows sigma, so a hard cut at `truncate` sigmas would make A jump (and its
+        # finite-difference gradient explode) whenever a tap is added. A C1 smoothstep taper from 0.75 to 1
+        # times the radius (3 to 4 sigma by default, < 1.1% of the peak) keeps A and dA/dsigma continuous.
+        edge = ((offsets.abs() / (truncate * width) - _TAPER_START) / (1 - _TAPER_START)).clamp(0, 1)
+        taper = 1 - edge**2 * (3 - 2 * edge)
+        gauss = torch.exp(-0.5 * (offsets / width) ** 2) * taper
+        self.weights = gauss / gauss.sum()
+
+
+def _taps(dim: int, first: int, count: int, stride: int) -> tuple[slice, ...]:
+    """Index of ``count`` samples ``first, first + stride, ...`` along tensor dimension ``dim``."""
+    index = [slice(None)] * 5
+    index[dim] = slice(first, first + (count - 1) * stride + 1, stride)
+    return tuple(index)
+
+
+def _pad(x: torch.Tensor, dim: int, lo: int, hi: int, mode: str) -> torch.Tensor:
+    if hi < 0:
+        x = x.narrow(dim, 0, x.shape[dim] + hi)
+        hi = 0
+    parts = []
+    for count, index in ((lo, 0), (hi, x.shape[dim] - 1)):
+        edge = x.narrow(dim, index, 1)
+        sizes = list(x.shape)
+        sizes[dim] = count
+        parts.append(edge.expand(sizes) if mode == "replicate" else x.new_zeros(sizes))
+    return torch.cat([parts[0], x, parts[1]], dim=dim)
+
+
+def _pad_adjoint(p: torch.Tensor, dim: int, lo: int, hi: int, n: int, mode: str) -> torch.Tensor:
+    core_len = p.shape[dim] - lo - max(hi, 0)
+    core = p.narrow(dim, lo, core_len)
+    if mode == "replicate":
+        # Replicate padding copies the edge voxel; its adjoint adds the padded cotangents back onto it.
+        head = p.narrow(dim, 0, lo).sum(dim, keepdim=True)
+        tail = p.narrow(dim, lo + core_len, max(hi, 0)).sum(dim, keepdim=True)
+        first = core.narrow(dim, 0, 1) + head
+        if core_len == 1:
+            core = first + tail
+        else:
+            last = core.narrow(dim, core_len - 1, 1) + tail
+            core = torch.cat([first, core.narrow(dim, 1, core_len - 2), last], dim=dim)
+    if hi < 0:  # the forward cropped the tail: those voxels received no weight
+        sizes = list(core.shape)
+        sizes[dim] = n - core_len
+        core = torch.cat([core, core.new_zeros(sizes)], dim=dim)
+    return core
+
+
+def _check_rank(x: torch.Tensor) -> None:
+    if x.ndim != 5:
+        raise ValueError(f"operators expect (B, C, I, J, K) tensors, got shape {tuple(x.shape)}")
+
+
+# The correlation is a sum of shifted, strided views: on CPU this is several times faster than conv3d with a
+# (L, 1, 1) kernel, and much faster than conv_transpose3d for the adjoint.
+
+
+def profile_forward(
+    x: torch.Tensor, axis: int, sigma: torch.Tensor, stride: int, centre: float, padding: str, truncate: float
+) -> torch.Tensor:
+    """Gaussian profile along spatial ``axis`` (0, 1, 2) then keep every ``stride``-th sample.
+
+    Args:
+        x: (B, C, I, J, K).
+        axis: spatial axis.
+        sigma: 0-d tensor, profile width in voxels.
+        stride: decimation factor (1 = plain blur).
+        centre: position of output sample 0 on the input grid, in voxels.
+        padding: "replicate" or "zeros".
+        truncate: kernel radius in sigmas.
+
+    Returns:
+        (B, C, ..., n // stride, ...).
+    """
+    _check_rank(x)
+    dim = 2 + axis
+    geo = _AxisProfile(x.shape[dim], stride, centre, sigma, truncate)
+    if geo.m == 0:
+        raise ValueError(f"axis {axis} has {x.shape[dim]} voxels, fewer than the factor {stride}")
+    padded = _pad(x, dim, geo.pad_lo, geo.pad_hi, padding)
+    weights = geo.weights.to(x.dtype)
+    out = weights[0] * padded[_taps(dim, 0, geo.m, stride)]
+    for tap in range(1, geo.length):
+        out = out + weights[tap] * padded[_taps(dim, tap, geo.m, stride)]
+    return out
+
+
+def profile_adjoint(
+    y: torch.Tensor,
+    axis: int,
+    n: int,
+    sigma: torch.Tensor,
+    stride: int,
+    centre: float,
+    padding: str,
+    truncate: float,
+) -> torch.Tensor:
+    """Exact adjoint of :func:`profile_forward` for an input of length ``n`` along ``axis``."""
+    _check_rank(y)
+    dim = 2 + axis
+    geo = _AxisProfile(n, stride, centre, sigma, truncate)
+    if y.shape[dim] != geo.m:
+        raise ValueError(f"expected {geo.m} samples along axis {axis} for n={n}, got {y.shape[dim]}")
+    weights = geo.weights.to(y.dtype)
+    sizes = list(y.shape)
+    sizes[dim] = (geo.m - 1) * stride + geo.length
+    out = y.new_zeros(sizes)
+    for tap in range(geo.length):
+        out[_taps(dim, tap, geo.m, stride)] += weights[tap] * y
+    return _pad_adjoint(out, dim, geo.pad_lo, geo.pad_hi, n, padding)
+
+
+# --- operators ----------------------------------------------------------------------------------------------
+
+
+class Operator(torch.nn.Module):
+    """A degradation ``y = A(x)``, x: (B, C, I, J, K). Subclasses set ``kind`` and implement ``forward``."""
+
+    kind: str = ""
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        """Adjoint of the (linear part of the) operator: ``<A x, y> = <x, A^T y>``."""
+        raise NotImplementedError(f"{type(self).__name__} has no transpose")
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """A pseudo-inverse: maps a measurement back to the input space (see each operator)."""
+        raise NotImplementedError(f"{type(self).__name__} has no pseudo-inverse")
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description, inverted by :func:`operator_from_spec`."""
+        return {"type": self.kind}
+
+
+class Identity(Operator):
+    """``A = I``."""
+
+    kind = "identity"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+class Mask(Operator):
+    """Keep the known voxels: ``A x = m * x`` (same shape; missing voxels read 0).
+
+    Args:
+        known: boolean/0-1 array broadcastable to x, 1 = known voxel. A CLI mask (nonzero = missing) is
+            ``Mask(missing == 0)``.
+    """
+
+    kind = "mask"
+
+    def __init__(self, known: torch.Tensor) -> None:
+        super().__init__()
+        self.known: torch.Tensor
+        self.register_buffer("known", torch.as_tensor(known).bool())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.known.to(x.dtype)
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.known.to(y.dtype)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """Zero-fill: the Moore-Penrose inverse of a 0/1 diagonal is itself."""
+        return y * self.known.to(y.dtype)
+
+
+class GaussianBlur(Operator):
+    """Separable Gaussian blur, sigma per axis in voxels (differentiable in sigma).
+
+    Args:
+        sigma: one width, or three (I, J, K), in voxels.
+        padding: "replicate" (no dark rim where tissue touches the field of view) or "zeros".
+        truncate: kernel radius in sigmas (re-derived from the current sigma at every call); the Gaussian is
+            tapered smoothly to 0 over the last quarter of the radius.
+    """
+
+    kind = "blur"
+
+    def __init__(
+        self,
+        sigma: float | Sequence[float] | torch.Tensor = 1.0,
+        padding: str = "replicate",
+        truncate: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if padding not in _PADDINGS:
+            raise ConfigError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+        sigma_t = _param(sigma)
+        if sigma_t.ndim == 0:
+            sigma_t = sigma_t.expand(3) if sigma_t.requires_grad else _param([float(sigma_t)] * 3)
+        if sigma_t.shape != (3,):
+            raise ConfigError(f"blur sigma must be one value or three, got shape {tuple(sigma_t.shape)}")
+        self.sigma = sigma_t
+        self.padding, self.truncate = padding, truncate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for axis in range(3):
+            x = profile_forward(x, axis, self.sigma[axis], 1, 0.0, self.padding, self.truncate)
+        return x
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        for axis in reversed(range(3)):
+            n = y.shape[2 + axis]
+            y = profile_adjoint(y, axis, n, self.sigma[axis], 1, 0.0, self.padding, self.truncate)
+        return y
+
+    def pinv(self, y: torch.Tensor, damping: float = 1e-3, iterations: int = 50) -> torch.Tensor:
+        """Regularised least squares ``argmin ||A x - y||^2 + damping ||x||^2`` by conjugate gradients.
+
+        A Gaussian blur is invertible in exact arithmetic but hopelessly ill-conditioned; the damping plays
+        the role of the singular-value cut-off of a truncated pseudo-inverse.
+        """
+        return conjugate_gradient_pinv(self, y, damping, iterations)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "sigma": _to_list(self.sigma), "padding": self.padding}
+
+
+class SliceProfile(Operator):
+    """Thick-slice acquisition: Gaussian through-plane profile, then keep one slice per slab of ``factor``.
+
+    Output slice ``s`` is centred on input position ``s * factor + (factor - 1) / 2`` (the slab centre) and
+    there are ``n // factor`` of them. :meth:`output_affine` gives the matching geometry.
+
+    Args:
+        axis: through-plane spatial axis (0, 1 or 2).
+        factor: slab thickness k in input slices.
+        sigma: profile width in input voxels; default FWHM = k (sigma = k / 2.355).
+        padding: "replicate" or "zeros".
+        truncate: kernel radius in sigmas.
+    """
+
+    kind = "slice_profile"
+
+    def __init__(
+        self,
+        axis: int,
+        factor: int,
+        sigma: float | torch.Tensor | None = None,
+        padding: str = "replicate",
+        truncate: float = 4.0,
+    ) -> None:
+        super().__init__()
+        if axis not in (0, 1, 2) or int(factor) < 1:
+            raise ConfigError(
+                f"slice profile needs axis in 0..2 and factor >= 1, got axis={axis} factor={factor}"
+            )
+        if padding not in _PADDINGS:
+            raise ConfigError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+        self.axis, self.factor = int(axis), int(factor)
+        self.sigma = _param(self.factor / (2 * math.sqrt(2 * math.log(2))) if sigma is None else sigma)
+        self.padding, self.truncate = padding, truncate
+
+    @property
+    def centre(self) -> float:
+        return (self.factor - 1) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return profile_forward(
+            x, self.axis, self.sigma, self.factor, self.centre, self.padding, self.truncate
+        )
+
+    def transpose(self, y: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """Zero-insert then blur (adjoint); ``n`` = input length along the axis (default ``m * factor``)."""
+        n = y.shape[2 + self.axis] * self.factor if n is None else n
+        return profile_adjoint(
+            y, self.axis, n, self.sigma, self.factor, self.centre, self.padding, self.truncate
+        )
+
+    def matrix(self, n: int) -> torch.Tensor:
+        """The (n // factor, n) matrix of the operator along its axis (differentiable in sigma)."""
+        eye = torch.eye(n, dtype=self.sigma.dtype, device=self.sigma.device)
+        shape = [n, 1, 1, 1, 1]
+        shape[2 + self.axis] = n
+        rows = profile_forward(
+            eye.reshape(shape), self.axis, self.sigma, self.factor, self.centre, self.padding, self.truncate
+        )
+        return rows.reshape(n, -1).T
+
+    def pinv(self, y: torch.Tensor, n: int | None = None) -> torch.Tensor:
+        """Moore-Penrose pseudo-inverse along the axis (``A pinv(A) y = y``): SVD of the 1D matrix."""
+        n = y.shape[2 + self.axis] * self.factor if n is None else n
+        inverse = torch.linalg.pinv(self.matrix(n)).to(y.dtype)  # (n, m)
+        moved = y.movedim(2 + self.axis, -1) @ inverse.T
+        return moved.movedim(-1, 2 + self.axis)
+
+    def output_affine(self, affine: Any) -> Any:
+        """Geometry of the output: spacing along the axis times k, origin moved to the first slab's centre.
+
+        Args:
+            affine: (4, 4) numpy array, voxel -> world of the input.
+
+        Returns:
+            (4, 4) numpy array for the thick-slice output.
+        """
+        import numpy as np
+
+        out = np.array(affine, dtype=np.float64, copy=True)
+        column = out[:3, self.axis].copy()
+        out[:3, 3] += column * self.centre
+        out[:3, self.axis] = column * self.factor
+        return out
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "type": self.kind,
+            "axis": self.axis,
+            "factor": self.factor,
+            "sigma": float(self.sigma),
+            "padding": self.padding,
+        }
+
+
+def legendre_terms(degree: int) -> list[tuple[int, int, int]]:
+    """Polynomial orders (i, j, k), i + j + k <= degree, in MONAI RandBiasField's order (constant first)."""
+    return [
+        (i, j, k) for i in range(degree + 1) for j in range(degree + 1 - i) for k in range(degree + 1 - i - j)
+    ]
+
+
+def _legendre_table(n: int, degree: int, like: torch.Tensor) -> torch.Tensor:
+    """(degree + 1, n) Legendre polynomials P_0..P_degree on linspace(-1, 1, n) (Bonnet's recursion)."""
+    t = torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device)
+    rows = [torch.ones_like(t), t]
+    for order in range(1, degree):
+        rows.append(((2 * order + 1) * t * rows[order] - order * rows[order - 1]) / (order + 1))
+    return torch.stack(rows[: degree + 1])
+
+
+class BiasField(Operator):
+    """Smooth multiplicative field: ``A x = x * exp(sum_m c_m P_i(u) P_j(v) P_k(w))``.
+
+    ``P`` are Legendre polynomials on normalised coordinates u, v, w in [-1, 1] along I, J, K, over all
+    (i, j, k) with i + j + k <= degree (the parametrisation of MONAI's RandBiasField, constant term first).
+
+    Args:
+        degree: maximal total polynomial degree.
+        coefficients: ``len(legendre_terms(degree))`` log-field coefficients; zeros (field = 1) by default.
+    """
+
+    kind = "bias"
+
+    def __init__(self, degree: int = 3, coefficients: Sequence[float] | torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.degree = int(degree)
+        self.terms = legendre_terms(self.degree)
+        coeffs = _param([0.0] * len(self.terms) if coefficients is None else coefficients)
+        if coeffs.shape != (len(self.terms),):
+            raise ConfigError(f"bias field of degree {degree} needs {len(self.terms)} coefficients")
+        self.coefficients = coeffs
+
+    def log_field(self, shape: Sequence[int]) -> torch.Tensor:
+        """The log-field on a grid of spatial ``shape`` (I, J, K)."""
+        c = self.coefficients
+        index = torch.tensor(self.terms, device=c.device).T
+        grid = torch.zeros((self.degree + 1,) * 3, dtype=c.dtype, device=c.device)
+        grid = grid.index_put((index[0], index[1], index[2]), c)
+        tables = [_legendre_table(int(n), self.degree, c) for n in shape]
+        return torch.einsum("abc,ax,by,cz->xyz", grid, *tables)
+
+    def field(self, shape: Sequence[int]) -> torch.Tensor:
+        """The multiplicative field ``exp(log_field)``, shape (I, J, K)."""
+        return torch.exp(self.log_field(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.field(x.shape[2:]).to(x.dtype)
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.field(y.shape[2:]).to(y.dtype)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return y / self.field(y.shape[2:]).to(y.dtype)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "degree": self.degree, "coefficients": _to_list(self.coefficients)}
+
+
+class IntensityAffine(Operator):
+    """``A x = scale * x + offset``; ``transpose`` is the adjoint of the linear part (``scale * y``)."""
+
+    kind = "intensity"
+
+    def __init__(self, scale: float | torch.Tensor = 1.0, offset: float | torch.Tensor = 0.0) -> None:
+        super().__init__()
+        self.scale = _param(scale)
+        self.offset = _param(offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale.to(x.dtype) * x + self.offset.to(x.dtype)
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return self.scale.to(y.dtype) * y
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        return (y - self.offset.to(y.dtype)) / self.scale.to(y.dtype)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "scale": float(self.scale), "offset": float(self.offset)}
+
+
+class Compose(Operator):
+    """``A = A_n o ... o A_1`` (applied in list order). ``pinv`` chains the parts' pseudo-inverses in reverse,
+    which is a right inverse (``A pinv(A) y = y``) whenever each part's is."""
+
+    kind = "compose"
+
+    def __init__(self, operators: Sequence[Operator]) -> None:
+        super().__init__()
+        self.operators = torch.nn.ModuleList(operators)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for op in self.operators:
+            x = op(x)
+        return x
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        for op in reversed(self.operators):
+            y = op.transpose(y)  # type: ignore[operator]
+        return y
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        for op in reversed(self.operators):
+            y = op.pinv(y)  # type: ignore[operator]
+        return y
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "operators": [op.spec() for op in self.operators]}  # type: ignore[operator]
+
+
+def conjugate_gradient_pinv(op: Operator, y: torch.Tensor, damping: float, iterations: int) -> torch.Tensor:
+    """Solve ``(A^T A + damping I) x = A^T y`` by conjugate gradients (batch treated as one system)."""
+    rhs = op.transpose(y)
+    x = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    direction = residual.clone()
+    rs = (residual * residual).sum()
+    for _ in range(iterations):
+        normal = op.transpose(op(direction)) + damping * direction
+        alpha = rs / (direction * normal).sum().clamp_min(torch.finfo(rs.dtype).tiny)
+        x = x + alpha * direction
+        residual = residual - alpha * normal
+        rs_new = (residual * residual).sum()
+        if bool(rs_new.detach() <= 1e-20 * (rhs * rhs).sum().detach()):
+            break
+        direction = residual + (rs_new / rs) * direction
+        rs = rs_new
+    return x
+
+
+_REGISTRY: dict[str, type[Operator]] = {
+    cls.kind: cls for cls in (Identity, Mask, GaussianBlur, SliceProfile, BiasField, IntensityAffine, Compose)
+}
+
+
+def operator_from_spec(spec: dict[str, Any], known: torch.Tensor | None = None) -> Operator:
+    """Build an operator from its :meth:`Operator.spec` dict (the JSON sidecar / ``--params-out`` format).
+
+    Args:
+        spec: e.g. ``{"type": "blur", "sigma": [1.2, 1.2, 1.2]}``; ``compose`` holds ``"operators": [...]``.
+        known: the known-voxel mask for a ``mask`` operator (masks are data, not parameters).
+
+    Returns:
+        The operator.
+    """
+    kind = spec.get("type")
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown operator type {kind!r}; expected one of {sorted(_REGISTRY)}")
+    args = {key: value for key, value in spec.items() if key != "type"}
+    try:
+        if kind == "compose":
+            return Compose([operator_from_spec(part, known) for part in args["operators"]])
+        if kind == "mask":
+            if known is None:
+                raise ConfigError("a mask operator needs its mask (known=...)")
+            return Mask(known)
+        return _REGISTRY[kind](**args)
+    except (TypeError, KeyError) as exc:
+        raise ConfigError(f"invalid {kind} operator spec {spec}: {exc}") from None
