@@ -1,0 +1,908 @@
+"""3D Slicer module "MediDiff Restoration": restore the selected volume with medidiff without freezing Slicer.
+
+Slicer's scripted-module layout: the Module, ParameterNode, Widget, Logic and Test classes live in this file.
+Everything that does not need Slicer (command line, background process, dependency decisions, checks,
+messages) is in ``MediDiffLib`` and unit-tested with plain pytest (tests/slicer). The restoration itself runs
+as a ``medidiff restore`` process; volumes travel through temporary NRRD files, which carry their geometry, so
+there is no affine code here.
+"""
+
+# No `from __future__ import annotations` in this file: slicer.parameterNodeWrapper reads the ParameterNode's
+# annotations at runtime and needs real types, not strings.
+
+import enum
+import importlib
+import logging
+import os
+import shlex
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Union
+
+import qt
+import vtk
+from MediDiffLib import checks, dependencies, errors
+from MediDiffLib.command import RestoreParameters, build_restore_argv
+from MediDiffLib.process import BackgroundProcess, ProcessState, ProcessStatus
+from MediDiffLib.workspace import Workspace
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+import slicer
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+
+#
+# MediDiff
+#
+
+
+class MediDiff(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "MediDiff Restoration"
+        # Next to Slicer's own denoising filters (Gradient/Curvature Anisotropic Diffusion).
+        self.parent.categories = ["Filtering.Denoising"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["medidiff developers"]
+        self.parent.helpText = (
+            "Denoise, inpaint or restore (unknown bias field, blur or thick slices) the selected volume with "
+            "a diffusion model, using the <b>medidiff</b> Python package. The restoration runs in a "
+            "background process: Slicer stays responsive, a progress bar follows it and Cancel stops it. The "
+            "result (and, with 2 or more samples, an uncertainty map) is added to the scene with the input's "
+            "geometry. "
+            "See docs/slicer.md in the medidiff repository."
+        )
+        self.parent.acknowledgementText = (
+            "Built on MONAI's DiffusionModelUNet and PyTorch. The module layout follows the 3D Slicer "
+            "scripted module template and the background-process pattern of SlicerMONAIAuto3DSeg."
+        )
+
+
+#
+# Choices shown in the GUI (enum members serialise by name in the parameter node)
+#
+
+
+class Task(enum.Enum):
+    DENOISE = "denoise"
+    INPAINT = "inpaint"
+    RESTORE = "restore"
+
+    def label(self):
+        return {
+            "denoise": "Denoise",
+            "inpaint": "Inpaint (fill the masked voxels)",
+            "restore": "Restore (unknown bias, blur, thick slices)",
+        }[self.value]
+
+
+class NoiseModel(enum.Enum):
+    GAUSSIAN = "gaussian"
+    RICIAN = "rician"
+
+    def label(self):
+        return {"gaussian": "Gaussian (CT, complex MRI)", "rician": "Rician (magnitude MRI)"}[self.value]
+
+
+class SigmaMode(enum.Enum):
+    AUTO = "auto"
+    VALUE = "value"
+    PERCENT = "percent"
+
+    def label(self):
+        return {
+            "auto": "Estimate from the volume",
+            "value": "Value in intensity units",
+            "percent": "% of the 99.5th percentile",
+        }[self.value]
+
+
+class Device(enum.Enum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+    def label(self):
+        return {"auto": "Automatic (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}[self.value]
+
+
+#
+# MediDiffParameterNode
+#
+
+
+@parameterNodeWrapper
+class MediDiffParameterNode:
+    """The module's settings, saved with the scene.
+
+    steps == 0 means the model's default; seed == -1 means a random seed; modelPath == "" means the embedded
+    default model.
+    """
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    task: Task = Task.DENOISE
+    # parameterNodeWrapper needs the None member, and typing.Union: it does not recognise `A | B` (nor does
+    # the Python 3.9 of Slicer <= 5.8).
+    maskNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode, None]  # noqa: UP007
+    degradeBias: bool = True
+    degradeBlur: bool = False
+    degradeSlices: bool = False
+    noiseModel: NoiseModel = NoiseModel.GAUSSIAN
+    sigmaMode: SigmaMode = SigmaMode.AUTO
+    sigmaValue: Annotated[float, WithinRange(0.0, 1.0e6)] = 5.0
+    steps: Annotated[int, WithinRange(0, 1000)] = 0
+    samples: Annotated[int, WithinRange(1, 64)] = 1
+    computeUncertainty: bool = False
+    seed: Annotated[int, WithinRange(-1, 2**31 - 1)] = 0
+    device: Device = Device.AUTO
+    modelPath: str = ""
+    outputVolume: vtkMRMLScalarVolumeNode
+    uncertaintyVolume: vtkMRMLScalarVolumeNode
+
+
+#
+# MediDiffWidget
+#
+
+
+class MediDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The module panel: options bound to the parameter node, Apply / Cancel, progress bar and status."""
+
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._job = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MediDiff.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = MediDiffLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        # The model path is synced by hand: an empty ctkPathLineEdit must mean "default model", and the
+        # wrapper's Path connector would turn it into ".".
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
+
+        self.ui.progressBar.setVisible(False)
+        self.ui.cancelButton.enabled = False
+        self.initializeParameterNode()
+        self._updateDependencyLabel()
+
+    def cleanup(self):
+        if self._job is not None:
+            self._job.cancel()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+        self._updateDependencyLabel()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def onSceneStartClose(self, caller, event):
+        if self._job is not None:  # its input is about to disappear
+            self._job.cancel()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume and not firstVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolume
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            # Widgets carry a "SlicerParameterName" property in the .ui file naming their parameter.
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
+            self._updateGui()
+
+    def onModelPathChanged(self, path):
+        if self._parameterNode:
+            self._parameterNode.modelPath = path.strip()
+
+    def _updateDependencyLabel(self):
+        status = dependencies.detect()
+        ready = status.ready
+        self.ui.dependencyLabel.setVisible(not ready)
+        if not ready:
+            self.ui.dependencyLabel.text = (
+                f"Not installed yet: {', '.join(status.missing)}. "
+                "Apply will offer to install it (this is asked once)."
+            )
+
+    def _running(self):
+        return self._job is not None and self._job.running
+
+    def _updateGui(self, caller=None, event=None):
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        task = parameters.task
+        for widget in (self.ui.maskLabel, self.ui.maskSelector):
+            widget.setVisible(task is Task.INPAINT)
+        for widget in (self.ui.degradationLabel, self.ui.degradationWidget):
+            widget.setVisible(task is Task.RESTORE)
+        for widget in (
+            self.ui.noiseModelLabel,
+            self.ui.noiseModelComboBox,
+            self.ui.sigmaLabel,
+            self.ui.sigmaWidget,
+        ):
+            widget.setVisible(task is Task.DENOISE)
+        self.ui.sigmaValueSpinBox.enabled = parameters.sigmaMode is not SigmaMode.AUTO
+        self.ui.sigmaValueSpinBox.suffix = " %" if parameters.sigmaMode is SigmaMode.PERCENT else ""
+        self.ui.uncertaintyCheckBox.enabled = parameters.samples >= 2
+        if parameters.samples < 2 and parameters.computeUncertainty:
+            parameters.computeUncertainty = False  # an uncertainty map needs 2 samples or more
+
+        reason = self._whyNotApply(parameters)
+        running = self._running()
+        self.ui.applyButton.enabled = reason is None and not running
+        self.ui.applyButton.toolTip = reason or "Run the restoration in the background."
+        self.ui.cancelButton.enabled = running
+
+    @staticmethod
+    def _whyNotApply(parameters):
+        if not parameters.inputVolume:
+            return errors.message("no_input")
+        if parameters.task is Task.INPAINT and not parameters.maskNode:
+            return errors.message("no_mask")
+        if parameters.task is Task.RESTORE and not (
+            parameters.degradeBias or parameters.degradeBlur or parameters.degradeSlices
+        ):
+            return "The restore task needs at least one degradation kind: bias, blur or slices."
+        return None
+
+    def onApplyButton(self):
+        if self._running():
+            return
+        try:
+            if not self.logic.ensureDependencies(interactive=True):
+                self.ui.statusLabel.text = errors.message("install_declined")
+                return
+            self._updateDependencyLabel()
+            self._job = self.logic.startRestoration(
+                self._parameterNode, onProgress=self._onProgress, onFinished=self._onFinished
+            )
+        except errors.MediDiffPluginError as exc:
+            self._showError(exc.message, exc.details)
+            return
+        except Exception as exc:  # a bug: still show it rather than fail silently in the Python console
+            logging.exception("MediDiff could not start")
+            self._showError(f"MediDiff could not start: {exc}", traceback.format_exc())
+            return
+        self._setRunning(True)
+        self.ui.statusLabel.text = "Starting medidiff (loading PyTorch and the model)..."
+
+    def onCancelButton(self):
+        if self._job is not None:
+            self.ui.statusLabel.text = "Cancelling..."
+            self._job.cancel()
+
+    def _setRunning(self, running):
+        self.ui.inputsCollapsibleButton.enabled = not running
+        self.ui.optionsCollapsibleButton.enabled = not running
+        self.ui.advancedCollapsibleButton.enabled = not running
+        self.ui.progressBar.setVisible(running)
+        self.ui.progressBar.setRange(0, 0)  # busy indicator until the first progress line
+        self._updateGui()
+
+    def _onProgress(self, job, status):
+        progress = status.progress
+        elapsed = _formatSeconds(status.elapsed_s)
+        if progress is None:
+            self.ui.statusLabel.text = f"Starting medidiff (loading PyTorch and the model)... {elapsed}"
+            return
+        self.ui.progressBar.setRange(0, 1000)
+        self.ui.progressBar.setValue(round(1000 * progress.fraction))
+        self.ui.statusLabel.text = f"Running: {progress.describe()} ({elapsed})"
+
+    def _onFinished(self, job):
+        self._job = None
+        self._setRunning(False)
+        elapsed = _formatSeconds(job.elapsedSeconds)
+        if job.state is ProcessState.SUCCEEDED:
+            if self._parameterNode:
+                self._parameterNode.outputVolume = job.outputVolume
+                self._parameterNode.uncertaintyVolume = job.uncertaintyVolume
+            slicer.util.setSliceViewerLayers(background=job.outputVolume, fit=True)
+            added = f"'{job.outputVolume.GetName()}'"
+            if job.uncertaintyVolume is not None:
+                added += f" and '{job.uncertaintyVolume.GetName()}'"
+            self.ui.statusLabel.text = f"Done in {elapsed}: added {added}."
+        elif job.state is ProcessState.CANCELLED:
+            self.ui.statusLabel.text = f"Cancelled after {elapsed}."
+        else:
+            error = job.error or errors.ProcessError(errors.message("process_failed", code=job.returncode))
+            self._showError(error.message, error.details)
+
+    def _showError(self, message, details=""):
+        self.ui.statusLabel.text = message
+        if details:
+            slicer.util.errorDisplay(message, windowTitle="MediDiff", detailedText=details)
+        else:
+            slicer.util.errorDisplay(message, windowTitle="MediDiff")
+
+
+def _formatSeconds(seconds):
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+#
+# MediDiffLogic
+#
+
+
+class MediDiffLogic(ScriptedLoadableModuleLogic):
+    """Turns the parameters into a ``medidiff restore`` run; usable from scripts without the Widget."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.moduleDir = Path(__file__).resolve().parent
+
+    def getParameterNode(self):
+        return MediDiffParameterNode(super().getParameterNode())
+
+    # -- dependencies ---------------------------------------------------------------------------------------
+
+    def ensureDependencies(self, interactive=True):
+        """Make medidiff (and PyTorch) importable, installing them after asking the user.
+
+        Args:
+            interactive: False for scripts and self-tests: install without dialogs.
+
+        Returns:
+            True when ready; False when the user declined an installation.
+
+        Raises:
+            errors.DependencyError: the installation ran but medidiff is still not importable.
+        """
+        status = dependencies.detect()
+        if status.ready:
+            return True
+        steps = dependencies.plan_installation(
+            (slicer.app.majorVersion, slicer.app.minorVersion, 0),
+            status,
+            dependencies.read_requirements(self.moduleDir / "Resources" / "requirements.txt"),
+            dependencies.find_source_checkout(self.moduleDir),
+            interactive=interactive,
+        )
+        for step in steps:
+            if not self._runInstallStep(step):
+                return False
+        importlib.invalidate_caches()
+        status = dependencies.detect()
+        if not status.ready:
+            raise errors.DependencyError(
+                errors.message("install_failed", reason=f"still missing: {', '.join(status.missing)}")
+            )
+        return True
+
+    @staticmethod
+    def _runInstallStep(step):
+        """Execute one step of dependencies.plan_installation; False when the user said no."""
+        kind = step.kind
+        if kind is dependencies.StepKind.CONFIRM:
+            return bool(slicer.util.confirmOkCancelDisplay(step.text, windowTitle="MediDiff"))
+        try:
+            if kind is dependencies.StepKind.TORCH:
+                import PyTorchUtils
+
+                torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=step.ask)
+                if torch is None and not step.ask:
+                    raise errors.DependencyError(
+                        errors.message("pytorch_missing", reason="nothing was installed")
+                    )
+                return torch is not None
+            if kind is dependencies.StepKind.PIP_ENSURE:
+                # import_module: `import slicer.packaging` here would make `slicer` a local name.
+                packaging = importlib.import_module("slicer.packaging")
+                result = packaging.pip_ensure(list(step.requirements), requester=dependencies.REQUESTER)
+                return result is not False
+            slicer.util.pip_install(list(step.requirements))
+            return True
+        except errors.MediDiffPluginError:
+            raise
+        except Exception as exc:
+            raise errors.DependencyError(
+                errors.message("install_failed", reason=str(exc)), traceback.format_exc()
+            ) from exc
+
+    # -- checks and files -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def geometryOf(volumeNode):
+        """The volume's voxel grid as MediDiffLib sees it (dimensions and IJK-to-RAS matrix)."""
+        matrix = vtk.vtkMatrix4x4()
+        volumeNode.GetIJKToRASMatrix(matrix)
+        rows = [[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]
+        return checks.VolumeGeometry.from_values(volumeNode.GetImageData().GetDimensions(), rows)
+
+    @staticmethod
+    def checkInputVolume(volumeNode):
+        """Raise errors.InputVolumeError unless the volume is a 3D single-component scalar volume."""
+        if volumeNode is None:
+            raise errors.InputVolumeError(errors.message("no_input"))
+        imageData = volumeNode.GetImageData()
+        checks.check_input_volume(
+            volumeNode.GetName(),
+            volumeNode.GetClassName(),
+            imageData.GetNumberOfScalarComponents() if imageData else None,
+            imageData.GetDimensions() if imageData else None,
+        )
+
+    @staticmethod
+    def writeVolume(volumeNode, path):
+        """Write a volume to a NRRD file without touching the node's own storage.
+
+        slicer.util.saveNode would re-point the node's storage node at this temporary file, and saving the
+        scene later would then reference a deleted file; a detached storage node writes the data only.
+        """
+        storageNode = slicer.mrmlScene.CreateNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        try:
+            storageNode.SetFileName(str(path))
+            storageNode.UseCompressionOff()  # written once, read once: speed over size
+            if not storageNode.WriteData(volumeNode):
+                raise errors.ProcessError(f"Could not write '{volumeNode.GetName()}' to {path}.")
+        finally:
+            storageNode.UnRegister(None)
+
+    def maskLabelmap(self, maskNode, inputVolume):
+        """Return ``(labelmap, temporary)``: the mask on the input's voxel grid, checked.
+
+        A segmentation is exported with the input volume as reference geometry (so it always matches); a label
+        map must already lie on the input's grid. ``temporary`` labelmaps must be removed by the caller.
+        """
+        if maskNode is None:
+            raise errors.MaskError(errors.message("no_mask"))
+        temporary = maskNode.IsA("vtkMRMLSegmentationNode")
+        if temporary:
+            labelmap = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLLabelMapVolumeNode", slicer.mrmlScene.GenerateUniqueName("MediDiffMask")
+            )
+            segmentIds = vtk.vtkStringArray()
+            maskNode.GetSegmentation().GetSegmentIDs(segmentIds)
+            exported = (
+                segmentIds.GetNumberOfValues() > 0
+                and slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+                    maskNode, segmentIds, labelmap, inputVolume
+                )
+            )
+            if not exported:
+                slicer.mrmlScene.RemoveNode(labelmap)
+                raise errors.MaskError(errors.message("mask_empty", name=maskNode.GetName()))
+            sameTransform = True  # the export resamples into the input's frame
+        else:
+            labelmap = maskNode
+            sameTransform = maskNode.GetTransformNodeID() == inputVolume.GetTransformNodeID()
+        try:
+            checks.check_mask_geometry(
+                maskNode.GetName(),
+                inputVolume.GetName(),
+                self.geometryOf(inputVolume),
+                self.geometryOf(labelmap),
+                same_transform=sameTransform,
+            )
+            import numpy as np
+
+            checks.check_mask_not_empty(
+                maskNode.GetName(), int(np.count_nonzero(slicer.util.arrayFromVolume(labelmap)))
+            )
+        except errors.MediDiffPluginError:
+            if temporary:
+                slicer.mrmlScene.RemoveNode(labelmap)
+            raise
+        return labelmap, temporary
+
+    def writeMask(self, maskNode, inputVolume, path):
+        labelmap, temporary = self.maskLabelmap(maskNode, inputVolume)
+        try:
+            self.writeVolume(labelmap, path)
+        finally:
+            if temporary:
+                slicer.mrmlScene.RemoveNode(labelmap)
+
+    # -- running --------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def restoreParameters(parameters, workspace, withMask):
+        """Map the GUI's parameters to MediDiffLib's RestoreParameters (validated when the argv is built)."""
+        task = parameters.task
+        sigma = None
+        noise = None
+        if task is Task.DENOISE:
+            noise = parameters.noiseModel.value
+            if parameters.sigmaMode is SigmaMode.AUTO:
+                sigma = "auto"
+            elif parameters.sigmaMode is SigmaMode.PERCENT:
+                sigma = f"{parameters.sigmaValue:g}%"
+            else:
+                sigma = parameters.sigmaValue
+        degradations = ()
+        if task is Task.RESTORE:
+            chosen = (
+                ("bias", parameters.degradeBias),
+                ("blur", parameters.degradeBlur),
+                ("slices", parameters.degradeSlices),
+            )
+            degradations = tuple(kind for kind, on in chosen if on)
+        return RestoreParameters(
+            input_path=workspace.input_path,
+            output_path=workspace.output_path,
+            task=task.value,
+            noise=noise,
+            sigma=sigma,
+            mask_path=workspace.mask_path if withMask else None,
+            degradations=degradations,
+            model=parameters.modelPath.strip() or None,
+            steps=parameters.steps or None,
+            samples=parameters.samples,
+            uncertainty_path=workspace.uncertainty_path if parameters.computeUncertainty else None,
+            seed=parameters.seed if parameters.seed >= 0 else None,
+            device=parameters.device.value,
+        )
+
+    def startRestoration(self, parameters, onProgress=None, onFinished=None):
+        """Write the inputs, start ``medidiff restore`` in the background and return its MediDiffJob.
+
+        Args:
+            parameters: a MediDiffParameterNode.
+            onProgress: called as ``onProgress(job, status)`` on every poll while it runs.
+            onFinished: called as ``onFinished(job)`` once, after the results were loaded (or it failed).
+
+        Raises:
+            errors.MediDiffPluginError: invalid input, mask or options; medidiff missing; process not started.
+        """
+        inputVolume = parameters.inputVolume
+        self.checkInputVolume(inputVolume)
+        if not dependencies.detect().medidiff:
+            raise errors.DependencyError(errors.message("medidiff_missing_install"))
+        workspace = Workspace.create(slicer.app.temporaryPath)
+        try:
+            withMask = parameters.task is Task.INPAINT
+            restoreParameters = self.restoreParameters(parameters, workspace, withMask)
+            python = dependencies.python_executable()
+            argv = build_restore_argv(restoreParameters, dependencies.medidiff_command(python))
+            if withMask:
+                self.writeMask(parameters.maskNode, inputVolume, workspace.mask_path)
+            self.writeVolume(inputVolume, workspace.input_path)
+            baseName = f"{inputVolume.GetName()} {_TASK_SUFFIX[parameters.task]}"
+            job = MediDiffJob(
+                argv,
+                workspace,
+                inputVolume,
+                outputName=slicer.mrmlScene.GenerateUniqueName(baseName),
+                uncertaintyName=(
+                    slicer.mrmlScene.GenerateUniqueName(f"{baseName} uncertainty")
+                    if restoreParameters.uncertainty_path is not None
+                    else None
+                ),
+                onProgress=onProgress,
+                onFinished=onFinished,
+            )
+            job.start()
+        except Exception:
+            workspace.cleanup()
+            raise
+        return job
+
+
+_TASK_SUFFIX = {Task.DENOISE: "denoised", Task.INPAINT: "inpainted", Task.RESTORE: "restored"}
+
+
+class MediDiffJob:
+    """One running restoration: polls the process on a QTimer and loads the results back when it ends."""
+
+    POLL_INTERVAL_MS = 200
+
+    def __init__(
+        self, argv, workspace, inputVolume, outputName, uncertaintyName, onProgress=None, onFinished=None
+    ):
+        self.argv = list(argv)
+        self.workspace = workspace
+        self.inputVolume = inputVolume
+        self.outputName = outputName
+        self.uncertaintyName = uncertaintyName
+        self.onProgress = onProgress
+        self.onFinished = onFinished
+        # Slicer's own environment is the one PythonSlicer needs (slicer.util.pip_install runs it likewise).
+        self.process = BackgroundProcess(self.argv, env=dict(os.environ))
+        self.state = ProcessState.NOT_STARTED
+        self.lastProgress = None  # the latest ProgressEvent
+        self.returncode = None
+        self.elapsedSeconds = 0.0
+        self.outputVolume = None
+        self.uncertaintyVolume = None
+        self.error = None  # an errors.MediDiffPluginError once failed
+        self.timer = qt.QTimer()
+        self.timer.setInterval(self.POLL_INTERVAL_MS)
+        self.timer.connect("timeout()", self._poll)
+
+    @property
+    def running(self):
+        return self.state is ProcessState.RUNNING
+
+    def start(self):
+        logging.info("MediDiff: %s", " ".join(shlex.quote(arg) for arg in self.argv))
+        self.process.start()
+        self.state = ProcessState.RUNNING
+        self.timer.start()
+
+    def cancel(self):
+        """Stop the process tree; onFinished is called with state CANCELLED."""
+        if not self.running:
+            return
+        self.process.cancel()
+        self._poll()
+
+    def _poll(self):
+        if self.state is not ProcessState.RUNNING:
+            return
+        status = self.process.poll()
+        for line in status.new_lines:
+            logging.info("medidiff: %s", line)
+        if status.progress is not None:
+            self.lastProgress = status.progress
+        self.elapsedSeconds = status.elapsed_s
+        if not status.state.finished:
+            if self.onProgress is not None:
+                self.onProgress(self, status)
+            return
+        self.timer.stop()
+        self._finish(status)
+
+    def _finish(self, status: ProcessStatus):
+        self.returncode = status.returncode
+        try:
+            if status.state is ProcessState.SUCCEEDED:
+                self.outputVolume = self._loadResult(self.workspace.output_path, self.outputName)
+                if self.uncertaintyName is not None:
+                    self.uncertaintyVolume = self._loadResult(
+                        self.workspace.uncertainty_path, self.uncertaintyName
+                    )
+            elif status.state is ProcessState.FAILED:
+                self.error = self.process.error()
+            self.state = status.state
+        except errors.MediDiffPluginError as exc:
+            self.error = exc
+            self.state = ProcessState.FAILED
+        finally:
+            self.workspace.cleanup()
+        if self.state is ProcessState.FAILED and self.error is not None:
+            logging.error("MediDiff: %s\n%s", self.error.message, self.error.details)
+        if self.onFinished is not None:
+            self.onFinished(self)
+
+    def _loadResult(self, path, name):
+        if not Path(path).is_file():
+            raise errors.ProcessError(errors.message("result_missing", path=path))
+        try:
+            node = slicer.util.loadVolume(str(path), {"name": name, "show": False})
+        except RuntimeError as exc:
+            raise errors.ProcessError(errors.message("result_load", path=path)) from exc
+        # The file goes away with the workspace: detach it, so saving the scene writes the data itself.
+        storageNode = node.GetStorageNode()
+        if storageNode is not None:
+            node.SetAndObserveStorageNodeID(None)
+            slicer.mrmlScene.RemoveNode(storageNode)
+        node.SetAndObserveTransformNodeID(self.inputVolume.GetTransformNodeID())
+        return node
+
+
+#
+# MediDiffTest
+#
+
+
+class MediDiffTest(ScriptedLoadableModuleTest):
+    """Self-test: real, tiny restorations end to end through the same Logic and MediDiffLib code.
+
+    Running it installs medidiff without asking when it is missing (running the test is the consent).
+    """
+
+    TIMEOUT_S = 600
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_MediDiffChecks()
+        self.setUp()
+        self.test_MediDiffDenoiseEndToEnd()
+        self.setUp()
+        self.test_MediDiffInpaintWithSegmentation()
+        self.setUp()
+        self.test_MediDiffCancel()
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    IJK_TO_RAS = ((-1.2, 0.0, 0.0, 10.0), (0.0, -0.9, 0.0, -20.0), (0.0, 0.0, 1.5, 5.0), (0.0, 0.0, 0.0, 1.0))
+
+    def _syntheticVolume(self, name="MediDiffTestVolume", nodeClassName=None, array=None):
+        """A 16³ noisy phantom (bright ball + smooth gradient) with an anisotropic, flipped, shifted grid."""
+        import numpy as np
+
+        if array is None:
+            k, j, i = np.meshgrid(*(np.linspace(-1.0, 1.0, 16),) * 3, indexing="ij")
+            clean = 100.0 + 800.0 * (i**2 + j**2 + k**2 < 0.5) + 200.0 * np.sin(3.0 * i)
+            array = (clean + np.random.default_rng(0).normal(0.0, 40.0, clean.shape)).astype(np.float32)
+        node = slicer.util.addVolumeFromArray(
+            array, ijkToRAS=np.array(self.IJK_TO_RAS), name=name, nodeClassName=nodeClassName
+        )
+        return node, array
+
+    def _run(self, logic, parameters):
+        finished = []
+        job = logic.startRestoration(parameters, onFinished=finished.append)
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while not finished:
+            if time.monotonic() > deadline:
+                job.cancel()
+                self.fail(f"medidiff did not finish within {self.TIMEOUT_S} s")
+            slicer.app.processEvents()
+            time.sleep(0.02)
+        return job
+
+    def _assertSuccess(self, job):
+        details = "" if job.error is None else f"{job.error.message}\n{job.error.details}"
+        self.assertIs(job.state, ProcessState.SUCCEEDED, details)
+        self.assertFalse(job.workspace.directory.exists(), "temporary files left behind")
+
+    def _assertSameGeometry(self, reference, node):
+        logic = MediDiffLogic
+        difference = checks.geometry_difference(logic.geometryOf(reference), logic.geometryOf(node))
+        self.assertIsNone(difference, f"{node.GetName()}: {difference}")
+        self.assertEqual(node.GetTransformNodeID(), reference.GetTransformNodeID())
+
+    # -- tests ----------------------------------------------------------------------------------------------
+
+    def test_MediDiffChecks(self):
+        """Input and mask checks on real nodes (no process)."""
+        import numpy as np
+
+        logic = MediDiffLogic()
+        volume, array = self._syntheticVolume()
+        logic.checkInputVolume(volume)
+        labels = (array > 500).astype(np.uint8)
+        labelmap, _ = self._syntheticVolume("labels", "vtkMRMLLabelMapVolumeNode", labels)
+        with self.assertRaises(errors.InputVolumeError):
+            logic.checkInputVolume(labelmap)
+        mask, temporary = logic.maskLabelmap(labelmap, volume)
+        self.assertIs(mask, labelmap)
+        self.assertFalse(temporary)
+        empty, _ = self._syntheticVolume("empty", "vtkMRMLLabelMapVolumeNode", np.zeros_like(labels))
+        with self.assertRaises(errors.MaskError):
+            logic.maskLabelmap(empty, volume)
+        shifted = slicer.util.addVolumeFromArray(
+            labels, name="shifted", nodeClassName="vtkMRMLLabelMapVolumeNode"
+        )
+        with self.assertRaises(errors.MaskError):
+            logic.maskLabelmap(shifted, volume)
+        with self.assertRaises(errors.MaskError):
+            logic.maskLabelmap(None, volume)
+
+    def test_MediDiffDenoiseEndToEnd(self):
+        """Denoise with 2 samples and an uncertainty map; both come back on the input's grid."""
+        import numpy as np
+
+        logic = MediDiffLogic()
+        self.assertTrue(logic.ensureDependencies(interactive=False), "medidiff could not be installed")
+        volume, noisy = self._syntheticVolume()
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volume
+        parameters.task = Task.DENOISE
+        parameters.steps = 2
+        parameters.samples = 2
+        parameters.computeUncertainty = True
+        parameters.seed = 0
+        parameters.device = Device.CPU
+        job = self._run(logic, parameters)
+        self._assertSuccess(job)
+        self.assertIsNotNone(job.lastProgress, "no medidiff-progress line was read")
+        self._assertSameGeometry(volume, job.outputVolume)
+        self._assertSameGeometry(volume, job.uncertaintyVolume)
+        self.assertIsNone(job.outputVolume.GetStorageNode())
+        restored = slicer.util.arrayFromVolume(job.outputVolume)
+        uncertainty = slicer.util.arrayFromVolume(job.uncertaintyVolume)
+        self.assertEqual(restored.shape, noisy.shape)
+        self.assertTrue(np.isfinite(restored).all())
+        self.assertFalse(np.allclose(restored, noisy), "the output is the unchanged input")
+        self.assertTrue(np.isfinite(uncertainty).all() and (uncertainty >= 0).all())
+
+    def test_MediDiffInpaintWithSegmentation(self):
+        """Inpaint a ball given as a segmentation: the voxels outside the mask keep their values."""
+        import numpy as np
+
+        logic = MediDiffLogic()
+        self.assertTrue(logic.ensureDependencies(interactive=False), "medidiff could not be installed")
+        volume, noisy = self._syntheticVolume()
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "hole")
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        center = np.array(self.IJK_TO_RAS) @ np.array([7.5, 7.5, 7.5, 1.0])
+        sphere = vtk.vtkSphereSource()
+        sphere.SetCenter(*center[:3])
+        sphere.SetRadius(4.0)
+        sphere.Update()
+        segmentation.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "hole", [1.0, 0.0, 0.0])
+        mask, temporary = logic.maskLabelmap(segmentation, volume)
+        missing = slicer.util.arrayFromVolume(mask) > 0
+        if temporary:
+            slicer.mrmlScene.RemoveNode(mask)
+        self.assertTrue(missing.any() and not missing.all())
+
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volume
+        parameters.task = Task.INPAINT
+        parameters.maskNode = segmentation
+        parameters.steps = 3
+        parameters.samples = 1
+        parameters.computeUncertainty = False
+        parameters.seed = 0
+        parameters.device = Device.CPU
+        job = self._run(logic, parameters)
+        self._assertSuccess(job)
+        self._assertSameGeometry(volume, job.outputVolume)
+        restored = slicer.util.arrayFromVolume(job.outputVolume)
+        tolerance = 1e-3 * float(noisy.max() - noisy.min())
+        np.testing.assert_allclose(restored[~missing], noisy[~missing], atol=tolerance)
+
+    def test_MediDiffCancel(self):
+        """Cancel right after the start: no result, the process is gone, nothing is added to the scene."""
+        logic = MediDiffLogic()
+        self.assertTrue(logic.ensureDependencies(interactive=False), "medidiff could not be installed")
+        volume, _ = self._syntheticVolume()
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volume
+        parameters.task = Task.DENOISE
+        parameters.steps = 200
+        parameters.samples = 8
+        parameters.computeUncertainty = False
+        parameters.device = Device.CPU
+        finished = []
+        job = logic.startRestoration(parameters, onFinished=finished.append)
+        volumesBefore = slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems()
+        job.cancel()
+        self.assertEqual(finished, [job])
+        self.assertIs(job.state, ProcessState.CANCELLED)
+        self.assertIsNotNone(job.process.returncode)  # reaped: the process has exited
+        self.assertIsNone(job.outputVolume)
+        self.assertFalse(job.workspace.directory.exists())
+        self.assertEqual(
+            slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems(), volumesBefore
+        )

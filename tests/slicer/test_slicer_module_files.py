@@ -1,0 +1,166 @@
+"""The extension's files without Slicer: the module compiles, the .ui matches the code, CMake lists every file."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from MediDiffLib.errors import MESSAGES
+from PIL import Image
+
+
+@pytest.fixture
+def module_source(module_dir: Path) -> str:
+    return (module_dir / "MediDiff.py").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def ui_tree(module_dir: Path) -> ET.Element:
+    return ET.parse(module_dir / "Resources" / "UI" / "MediDiff.ui").getroot()
+
+
+def ui_widgets(root: ET.Element) -> dict[str, ET.Element]:
+    return {w.attrib["name"]: w for w in root.iter("widget")}
+
+
+def parameter_names(widget: ET.Element) -> list[str]:
+    return [
+        p.findtext("string", default="")
+        for p in widget.findall("property")
+        if p.attrib.get("name") == "SlicerParameterName"
+    ]
+
+
+def test_module_compiles(module_dir: Path, tmp_path: Path) -> None:
+    py_compile.compile(str(module_dir / "MediDiff.py"), cfile=str(tmp_path / "MediDiff.pyc"), doraise=True)
+
+
+def test_module_has_the_five_slicer_classes(module_source: str) -> None:
+    classes = {node.name: node for node in ast.walk(ast.parse(module_source)) if isinstance(node, ast.ClassDef)}
+    bases = {name: [ast.unparse(base) for base in node.bases] for name, node in classes.items()}
+    assert bases["MediDiff"] == ["ScriptedLoadableModule"]
+    assert bases["MediDiffWidget"][0] == "ScriptedLoadableModuleWidget"
+    assert bases["MediDiffLogic"] == ["ScriptedLoadableModuleLogic"]
+    assert bases["MediDiffTest"] == ["ScriptedLoadableModuleTest"]
+    decorators = [ast.unparse(d) for d in classes["MediDiffParameterNode"].decorator_list]
+    assert decorators == ["parameterNodeWrapper"]
+
+
+def test_module_never_uses_postponed_annotations(module_source: str) -> None:
+    """parameterNodeWrapper evaluates annotations at runtime; `from __future__ import annotations` breaks it."""
+    tree = ast.parse(module_source)
+    futures = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    assert futures == []
+
+
+def test_every_ui_widget_the_code_uses_exists(module_source: str, ui_tree: ET.Element) -> None:
+    used = set(re.findall(r"self\.ui\.(\w+)", module_source))
+    assert {"applyButton", "cancelButton", "progressBar", "statusLabel", "maskSelector"} <= used
+    missing = sorted(used - set(ui_widgets(ui_tree)))
+    assert missing == []
+
+
+def test_ui_parameters_are_fields_of_the_parameter_node(module_source: str, ui_tree: ET.Element) -> None:
+    node_class = next(
+        n
+        for n in ast.walk(ast.parse(module_source))
+        if isinstance(n, ast.ClassDef) and n.name == "MediDiffParameterNode"
+    )
+    fields = {stmt.target.id for stmt in node_class.body if isinstance(stmt, ast.AnnAssign)}  # type: ignore[union-attr]
+    bound = {name for widget in ui_widgets(ui_tree).values() for name in parameter_names(widget)}
+    assert bound - fields == set()
+    # Every user-facing option of the issue is bound to a widget.
+    expected = {
+        "inputVolume",
+        "task",
+        "maskNode",
+        "degradeBias",
+        "degradeBlur",
+        "degradeSlices",
+        "noiseModel",
+        "sigmaMode",
+        "sigmaValue",
+        "steps",
+        "samples",
+        "computeUncertainty",
+        "seed",
+        "device",
+    }
+    assert expected <= bound
+
+
+def test_ui_widget_classes_suit_their_connectors(ui_tree: ET.Element) -> None:
+    """parameterNodeWrapper matches widget classes exactly (QSpinBox, not ctkSpinBox)."""
+    widgets = ui_widgets(ui_tree)
+    expected = {
+        "inputSelector": "qMRMLNodeComboBox",
+        "maskSelector": "qMRMLNodeComboBox",
+        "taskComboBox": "QComboBox",
+        "noiseModelComboBox": "QComboBox",
+        "sigmaModeComboBox": "QComboBox",
+        "deviceComboBox": "QComboBox",
+        "sigmaValueSpinBox": "QDoubleSpinBox",
+        "stepsSpinBox": "QSpinBox",
+        "samplesSpinBox": "QSpinBox",
+        "seedSpinBox": "QSpinBox",
+        "uncertaintyCheckBox": "QCheckBox",
+        "modelPathLineEdit": "ctkPathLineEdit",
+        "progressBar": "QProgressBar",
+    }
+    assert {name: widgets[name].attrib["class"] for name in expected} == expected
+
+
+def test_node_selectors_receive_the_scene(ui_tree: ET.Element) -> None:
+    selectors = {name for name, w in ui_widgets(ui_tree).items() if w.attrib["class"] == "qMRMLNodeComboBox"}
+    receivers = {
+        c.findtext("receiver")
+        for c in ui_tree.iter("connection")
+        if c.findtext("signal") == "mrmlSceneChanged(vtkMRMLScene*)" and c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"
+    }
+    assert selectors and selectors <= receivers
+
+
+def test_mask_selector_offers_segmentations_and_label_maps(ui_tree: ET.Element) -> None:
+    mask = ui_widgets(ui_tree)["maskSelector"]
+    node_types = [
+        s.text for p in mask.findall("property") if p.attrib["name"] == "nodeTypes" for s in p.iter("string")
+    ]
+    assert node_types == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
+
+
+def test_cmake_lists_every_script_and_resource(module_dir: Path) -> None:
+    cmake = (module_dir / "CMakeLists.txt").read_text(encoding="utf-8").replace("${MODULE_NAME}", "MediDiff")
+    listed = set(re.findall(r"^\s+(\S+\.(?:py|png|ui|txt))\s*$", cmake, flags=re.MULTILINE))
+    scripts = {str(p.relative_to(module_dir)) for p in (module_dir / "MediDiffLib").glob("*.py")} | {"MediDiff.py"}
+    resources = {str(p.relative_to(module_dir)) for p in (module_dir / "Resources").rglob("*") if p.is_file()}
+    assert listed == scripts | resources
+    assert "slicerMacroBuildScriptedModule" in cmake
+    assert "slicer_add_python_unittest(SCRIPT MediDiff.py)" in cmake
+
+
+def test_extension_cmake(module_dir: Path) -> None:
+    cmake = (module_dir.parent / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"PyTorch"\)', cmake)
+    assert "add_subdirectory(MediDiff)" in cmake
+    assert "find_package(Slicer REQUIRED)" in cmake
+
+
+def test_icon_is_a_valid_png(module_dir: Path) -> None:
+    with Image.open(module_dir / "Resources" / "Icons" / "MediDiff.png") as icon:
+        assert icon.format == "PNG"
+        assert icon.size == (128, 128)
+
+
+def test_docs_explain_every_message(repo_root: Path) -> None:
+    """docs/slicer.md's troubleshooting names every message the module can show (by its fixed opening words)."""
+    docs = (repo_root / "docs" / "slicer.md").read_text(encoding="utf-8")
+    undocumented = []
+    for key, template in MESSAGES.items():
+        opening = template.split("{", 1)[0].strip()
+        if opening and opening not in docs:
+            undocumented.append(key)
+    assert undocumented == []
