@@ -65,7 +65,8 @@ def test_full_denoise_with_samples_and_uncertainty(tmp_path: Path) -> None:
 
 def test_inpaint_passes_the_mask() -> None:
     argv = build_restore_argv(
-        RestoreParameters("in.nrrd", "out.nrrd", task="inpaint", mask_path="mask.nrrd", steps=3), executable=PY
+        RestoreParameters("in.nrrd", "out.nrrd", task="inpaint", mask_path="mask.nrrd", steps=3),
+        executable=PY,
     )
     assert argv[len(PY) :] == [
         "restore",
@@ -98,7 +99,15 @@ def test_quiet_and_sigma_value() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("auto", "auto"), (" AUTO ", "auto"), ("12", "12"), (3.0, "3"), (0.125, "0.125"), ("5%", "5%"), ("100%", "100%")],
+    [
+        ("auto", "auto"),
+        (" AUTO ", "auto"),
+        ("12", "12"),
+        (3.0, "3"),
+        (0.125, "0.125"),
+        ("5%", "5%"),
+        ("100%", "100%"),
+    ],
 )
 def test_parse_sigma_valid(value: str | float, expected: str) -> None:
     assert parse_sigma(value) == expected
@@ -166,7 +175,9 @@ def test_parse_degradations() -> None:
         (RestoreParameters("a.nrrd", "b.nrrd", model="  "), "model path is empty"),
     ],
 )
-def test_invalid_combinations_are_rejected_with_a_clear_message(params: RestoreParameters, fragment: str) -> None:
+def test_invalid_combinations_are_rejected_with_a_clear_message(
+    params: RestoreParameters, fragment: str
+) -> None:
     with pytest.raises(ParameterError, match=fragment) as info:
         build_restore_argv(params)
     # One line a Slicer dialog can show as is.

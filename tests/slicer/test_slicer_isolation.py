@@ -14,7 +14,11 @@ SLICER_MODULES = ("slicer", "qt", "ctk", "vtk", "MediDiffLib")
 def loaded_roots(code: str, cwd: Path, extra_path: Path | None = None) -> set[str]:
     """Run ``code`` in a fresh interpreter and return the top-level names in its sys.modules."""
     prelude = f"import sys; sys.path.insert(0, {str(extra_path)!r})\n" if extra_path else ""
-    script = prelude + textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    script = (
+        prelude
+        + textwrap.dedent(code)
+        + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
     )

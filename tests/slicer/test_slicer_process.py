@@ -59,7 +59,7 @@ def read_pids(proc: BackgroundProcess, count: int, timeout_s: float = 20.0) -> l
     return pids
 
 
-# -- progress parsing --------------------------------------------------------------------------------------------
+# -- progress parsing ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_fraction_is_clamped_and_safe() -> None:
 def test_prefix_matches_medidiff() -> None:
     from medidiff.progress import PROGRESS_PREFIX as cli_prefix
 
-    assert PROGRESS_PREFIX == cli_prefix
+    assert cli_prefix == PROGRESS_PREFIX
 
 
 def test_real_medidiff_progress_lines_reach_the_poller() -> None:
@@ -164,7 +164,7 @@ def test_not_started_and_double_start() -> None:
     assert proc.wait(timeout_s=30).state is ProcessState.SUCCEEDED
 
 
-# -- cancel ------------------------------------------------------------------------------------------------------
+# -- cancel ----------------------------------------------------------------------------------------------
 
 TREE_SCRIPT = """
 import subprocess, sys, time
@@ -251,7 +251,7 @@ def test_finished_process_is_not_held_up_by_a_grandchild_keeping_the_pipes() -> 
     assert gone(helper) or wait_until_gone([helper]) == []
 
 
-# -- errors ------------------------------------------------------------------------------------------------------
+# -- errors ----------------------------------------------------------------------------------------------
 
 
 def test_cli_error_line_becomes_the_message() -> None:
@@ -309,7 +309,9 @@ def test_killed_process_is_explained() -> None:
 
 def test_real_medidiff_cli_failure_propagates() -> None:
     """`python -m medidiff info /nonexistent`: a user error, exit 2, its one-line message shown."""
-    proc = BackgroundProcess([sys.executable, "-m", "medidiff", "info", "/nonexistent/scan.nii.gz"], cwd=str(REPO_ROOT))
+    proc = BackgroundProcess(
+        [sys.executable, "-m", "medidiff", "info", "/nonexistent/scan.nii.gz"], cwd=str(REPO_ROOT)
+    )
     proc.start()
     status = proc.wait(timeout_s=60)
     assert status.state is ProcessState.FAILED
@@ -318,11 +320,13 @@ def test_real_medidiff_cli_failure_propagates() -> None:
     assert cli_lines, proc.stderr_lines
     error = proc.error()
     assert error is not None
-    assert error.message == "medidiff could not restore the volume: " + cli_lines[-1][len("medidiff: error: ") :]
+    assert (
+        error.message == "medidiff could not restore the volume: " + cli_lines[-1][len("medidiff: error: ") :]
+    )
 
 
 def test_real_medidiff_restore_usage_error_propagates() -> None:
-    """`python -m medidiff restore` without arguments: argparse's error (or 'too old' before restore exists)."""
+    """`python -m medidiff restore` without arguments: argparse's error ('too old' before restore exists)."""
     proc = BackgroundProcess([sys.executable, "-m", "medidiff", "restore"], cwd=str(REPO_ROOT))
     proc.start()
     status = proc.wait(timeout_s=60)
@@ -345,7 +349,9 @@ def test_missing_program_raises_a_start_error(tmp_path: Path) -> None:
 def test_environment_is_passed(tmp_path: Path) -> None:
     env = {**os.environ, "MEDIDIFF_TEST_MARKER": "slicer-42"}
     proc = BackgroundProcess(
-        python("import os; print(os.environ['MEDIDIFF_TEST_MARKER'], os.getcwd())"), env=env, cwd=str(tmp_path)
+        python("import os; print(os.environ['MEDIDIFF_TEST_MARKER'], os.getcwd())"),
+        env=env,
+        cwd=str(tmp_path),
     )
     proc.start()
     assert proc.wait(timeout_s=30).state is ProcessState.SUCCEEDED

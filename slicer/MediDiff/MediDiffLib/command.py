@@ -94,10 +94,12 @@ def parse_sigma(value: SigmaLike) -> str:
     Raises:
         ParameterError: the value is none of these.
     """
+    invalid = (
+        f"Invalid sigma {value!r}: use auto, a positive number in the input's intensity units, "
+        "or a percentage such as 5%."
+    )
     if isinstance(value, bool):
-        raise ParameterError(
-            f"Invalid sigma {value!r}: use auto, a positive number or a percentage such as 5%."
-        )
+        raise ParameterError(invalid)
     if isinstance(value, (int, float)):
         number = float(value)
         percent = False
@@ -109,10 +111,7 @@ def parse_sigma(value: SigmaLike) -> str:
         try:
             number = float(text[:-1].strip() if percent else text)
         except ValueError:
-            raise ParameterError(
-                f"Invalid sigma {value!r}: use auto, a positive number in the input's intensity units, "
-                "or a percentage such as 5%."
-            ) from None
+            raise ParameterError(invalid) from None
     if not math.isfinite(number) or number <= 0:
         raise ParameterError(f"Sigma must be a positive, finite number (got {value!r}).")
     if percent:
