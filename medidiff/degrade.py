@@ -329,7 +329,7 @@ def apply_degradation(volume: Volume, record: dict[str, Any]) -> Degraded:
             out = _apply_kspace(data, params)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ConfigError(f"invalid {kind} parameters in the record: {exc}") from None
-    description = f"{volume.meta.get('series_description', '') or 'volume'} degraded ({kind})".strip()
+    description = f"{volume.meta.get('series_description', '') or 'medidiff'} degraded ({kind})"
     degraded = replace(
         volume,
         data=np.asarray(out, dtype=np.float32),
