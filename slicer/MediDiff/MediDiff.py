@@ -20,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Union
 
+import numpy as np
 import qt
 import vtk
 from MediDiffLib import checks, dependencies, errors
@@ -517,8 +518,6 @@ class MediDiffLogic(ScriptedLoadableModuleLogic):
                 self.geometryOf(labelmap),
                 same_transform=sameTransform,
             )
-            import numpy as np
-
             checks.check_mask_not_empty(
                 maskNode.GetName(), int(np.count_nonzero(slicer.util.arrayFromVolume(labelmap)))
             )
@@ -755,8 +754,6 @@ class MediDiffTest(ScriptedLoadableModuleTest):
 
     def _syntheticVolume(self, name="MediDiffTestVolume", nodeClassName=None, array=None):
         """A 16³ noisy phantom (bright ball + smooth gradient) with an anisotropic, flipped, shifted grid."""
-        import numpy as np
-
         if array is None:
             k, j, i = np.meshgrid(*(np.linspace(-1.0, 1.0, 16),) * 3, indexing="ij")
             clean = 100.0 + 800.0 * (i**2 + j**2 + k**2 < 0.5) + 200.0 * np.sin(3.0 * i)
@@ -793,8 +790,6 @@ class MediDiffTest(ScriptedLoadableModuleTest):
 
     def test_MediDiffChecks(self):
         """Input and mask checks on real nodes (no process)."""
-        import numpy as np
-
         logic = MediDiffLogic()
         volume, array = self._syntheticVolume()
         logic.checkInputVolume(volume)
@@ -818,8 +813,6 @@ class MediDiffTest(ScriptedLoadableModuleTest):
 
     def test_MediDiffDenoiseEndToEnd(self):
         """Denoise with 2 samples and an uncertainty map; both come back on the input's grid."""
-        import numpy as np
-
         logic = MediDiffLogic()
         self.assertTrue(logic.ensureDependencies(interactive=False), "medidiff could not be installed")
         volume, noisy = self._syntheticVolume()
@@ -846,8 +839,6 @@ class MediDiffTest(ScriptedLoadableModuleTest):
 
     def test_MediDiffInpaintWithSegmentation(self):
         """Inpaint a ball given as a segmentation: the voxels outside the mask keep their values."""
-        import numpy as np
-
         logic = MediDiffLogic()
         self.assertTrue(logic.ensureDependencies(interactive=False), "medidiff could not be installed")
         volume, noisy = self._syntheticVolume()
