@@ -38,6 +38,7 @@ _MAD_TO_STD = 1.0 / 0.6744897501960817  # median(|N(0, 1)|) = 0.6745
 # Truncated-Rayleigh constants: for M ~ Rayleigh(sigma), E[M^2 | M < tau*sigma] = _TRUNC_M2 * sigma^2.
 _TAU = 2.0
 _TRUNC_M2 = 2.0 - _TAU**2 * math.exp(-(_TAU**2) / 2) / (1.0 - math.exp(-(_TAU**2) / 2))
+_MAX_KS = 0.1  # largest KS distance from the truncated Rayleigh law still accepted as air
 
 
 class NoiseModel(torch.nn.Module):
@@ -251,6 +252,13 @@ def estimate_sigma_rician(data: np.ndarray, min_background_fraction: float = 0.0
         The noise sigma (of each Gaussian component) in the data's units.
     """
     magnitude = np.abs(np.asarray(data, dtype=np.float64)).ravel()
+    integer_valued = bool(np.all(magnitude[:: max(1, magnitude.size // 100_000)] % 1 == 0))
+    if integer_valued:
+        # Integer scans (DICOM int16...) quantise a background of a few units into a handful of values, which
+        # breaks the histogram peak and the KS check; a fixed uniform dither restores a continuous law. On the
+        # MNI test brain the result stays within 5% from sigma = 1.2 units up (1% from 3 units); at 1 unit the
+        # KS check refuses.
+        magnitude = magnitude + np.random.default_rng(0).uniform(-0.5, 0.5, magnitude.size)
     sigma = _background_peak(magnitude)
     for _ in range(100):
         below = magnitude[magnitude < _TAU * sigma]
@@ -261,7 +269,21 @@ def estimate_sigma_rician(data: np.ndarray, min_background_fraction: float = 0.0
             sigma = updated
             break
         sigma = updated
+    # Without air the fixed point still converges, onto dark tissue; a Kolmogorov-Smirnov check against the
+    # truncated Rayleigh law tells the two apart (MNI brain: ~0.001 with air, > 0.15 on a brain-only crop).
+    if _truncated_rayleigh_ks(magnitude[magnitude < _TAU * sigma], sigma) > _MAX_KS:
+        raise InputError(
+            "cannot estimate Rician noise: the darkest voxels are not Rayleigh-distributed air; give --sigma"
+        )
     return sigma
+
+
+def _truncated_rayleigh_ks(samples: np.ndarray, sigma: float) -> float:
+    """Kolmogorov-Smirnov distance between ``samples`` (all < 2 sigma) and Rayleigh(sigma) truncated there."""
+    x = np.sort(samples)
+    cdf = -np.expm1(-(x**2) / (2 * sigma**2)) / -math.expm1(-(_TAU**2) / 2)
+    steps = np.arange(1, x.size + 1) / x.size
+    return float(np.max(np.maximum(np.abs(cdf - steps), np.abs(cdf - (steps - 1 / x.size)))))
 
 
 def resolve_sigma(value: str | float, data: np.ndarray, noise: str = "gaussian") -> float:
