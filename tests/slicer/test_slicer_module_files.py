@@ -198,3 +198,10 @@ def test_docs_explain_every_message(repo_root: Path, module_dir: Path) -> None:
         if len(fragment) >= 6 and fragment not in docs
     }
     assert undocumented == {}
+
+
+def test_sources_parse_as_python_3_9(module_dir: Path) -> None:
+    """Slicer 5.2 to 5.8 embed Python 3.9: no 3.10+ syntax in the module or its library."""
+    sources = [module_dir / "MediDiff.py", *sorted((module_dir / "MediDiffLib").glob("*.py"))]
+    for source in sources:
+        ast.parse(source.read_text(encoding="utf-8"), filename=str(source), feature_version=(3, 9))
