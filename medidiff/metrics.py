@@ -1,8 +1,9 @@
 """Image-quality metrics against a reference: PSNR, 3D SSIM and NRMSE, optionally inside a mask.
 
 All three wrap scikit-image (``peak_signal_noise_ratio``, ``structural_similarity``, ``normalized_root_mse``);
-a spacing-aware SSIM (Gaussian window given in mm, so anisotropic in voxels) uses MONAI's
-``compute_ssim_and_cs``, because scikit-image only takes one isotropic sigma.
+a spacing-aware SSIM (Gaussian window given in mm, so anisotropic in voxels) repeats scikit-image's SSIM
+map with per-axis sigmas, because scikit-image only takes one sigma and MONAI's per-axis SSIM runs in float32
+(see :func:`_anisotropic_ssim_map`).
 
 Conventions:
 
@@ -175,7 +176,7 @@ def ssim_map(
     sigma: float = SSIM_SIGMA,
     sigma_mm: float | None = None,
     spacing: Sequence[float] | None = None,
-) -> tuple[np.ndarray, tuple[slice, slice, slice]]:
+) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Local 3D SSIM map over the voxels whose Gaussian window lies inside the volume.
 
     Args:
@@ -183,7 +184,7 @@ def ssim_map(
         test: (I, J, K) image to score.
         data_range: L in SSIM's constants; default the reference's max - min.
         sigma: window sigma in voxels (isotropic; scikit-image).
-        sigma_mm: window sigma in mm instead (per-axis sigma = sigma_mm / spacing; MONAI).
+        sigma_mm: window sigma in mm instead (per-axis sigma = sigma_mm / spacing).
         spacing: voxel size (I, J, K) in mm, for ``sigma_mm`` with arrays; Volumes carry their own.
 
     Returns:
@@ -216,16 +217,29 @@ def ssim_map(
             use_sample_covariance=False,
             full=True,
         )
-        return np.asarray(full)[crop], crop  # type: ignore[index]
-    import torch
-    from monai.metrics.regression import compute_ssim_and_cs
+        return np.asarray(full)[crop], crop
+    return _anisotropic_ssim_map(ref, tst, sigmas, peak)[crop], crop
 
-    as_tensor = [torch.from_numpy(np.ascontiguousarray(a))[None, None] for a in (tst, ref)]
-    with torch.no_grad():
-        full_map, _ = compute_ssim_and_cs(
-            as_tensor[0], as_tensor[1], 3, kernel_size=windows, kernel_sigma=sigmas, data_range=peak
-        )
-    return full_map[0, 0].double().numpy(), crop
+
+def _anisotropic_ssim_map(ref: np.ndarray, tst: np.ndarray, sigmas: list[float], peak: float) -> np.ndarray:
+    """scikit-image's SSIM map (Gaussian weights, population covariance) with one sigma per axis.
+
+    scikit-image only accepts a scalar sigma, and MONAI's ``compute_ssim_and_cs`` (which takes one per axis)
+    computes in float32: on MR intensities (mean^2 / variance ~ 1e4) its E[x^2] - E[x]^2 cancellation costs
+    ~1e-3 in SSIM. So this repeats scikit-image's five filtered moments in float64, with scipy's Gaussian
+    filter taking the per-axis sigmas; the tests check it against scikit-image (isotropic) and MONAI.
+    """
+    from scipy import ndimage
+
+    def local_mean(a: np.ndarray) -> np.ndarray:
+        return np.asarray(ndimage.gaussian_filter(a, sigma=sigmas, truncate=_TRUNCATE, mode="reflect"))
+
+    mu_x, mu_y = local_mean(ref), local_mean(tst)
+    var_x = local_mean(ref * ref) - mu_x * mu_x
+    var_y = local_mean(tst * tst) - mu_y * mu_y
+    cov = local_mean(ref * tst) - mu_x * mu_y
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
 
 
 def ssim(
