@@ -135,8 +135,9 @@ def _functional_item(ds: Any, index: int, keyword: str) -> Any | None:
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.get("SharedFunctionalGroupsSequence")
     for groups in (per_frame[index] if per_frame else None, shared[0] if shared else None):
-        if groups is not None and keyword in groups and len(groups[keyword]) > 0:
-            return groups[keyword][0]
+        sequence = groups.get(keyword) if groups is not None else None
+        if sequence:
+            return sequence[0]
     return None
 
 

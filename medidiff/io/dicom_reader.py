@@ -69,11 +69,14 @@ class SeriesPydicomReader(PydicomReader):
 
     Args:
         series_uid: SeriesInstanceUID to read when a directory holds several series.
+        scanned: the result of :func:`~medidiff.io.dicom_series.scan_directory` for the directory about to
+            be read, when the caller already has it (saves reading every header twice).
     """
 
-    def __init__(self, series_uid: str | None = None) -> None:
+    def __init__(self, series_uid: str | None = None, scanned: list[SeriesEntry] | None = None) -> None:
         super().__init__(affine_lps_to_ras=True, swap_ij=True, prune_metadata=True)
         self.series_uid = series_uid
+        self.scanned = scanned
 
     def read(self, data: Sequence[Any] | Any, **kwargs: Any) -> DicomStack:
         """Scan, select and parse one series (pixels are decoded later, in :meth:`get_data`)."""
@@ -84,7 +87,7 @@ class SeriesPydicomReader(PydicomReader):
             raise InputError("read one DICOM series or multi-frame file at a time")
         path = Path(paths[0])
         if path.is_dir():
-            found = scan_directory(path)
+            found = self.scanned if self.scanned is not None else scan_directory(path)
             entry = select_series(found, self.series_uid, path)
             datasets = [pydicom.dcmread(f) for f in entry.files]
             label = f"{path} (series {entry.uid or '(no UID)'})"

@@ -109,9 +109,12 @@ def encode_16bit(data: np.ndarray) -> tuple[np.ndarray, str, str]:
     """
     lo, hi = float(data.min()), float(data.max())
     integral = data.dtype.kind in "uib" or bool(np.all(data == np.rint(data)))
+    fits_signed = integral and lo >= -32768 and hi <= 32767
+    if fits_signed and data.dtype.kind == "i":  # keep a signed input signed (it reads back as int16)
+        return data.astype("<i2"), "1", "0"
     if integral and lo >= 0 and hi <= 65535:
         return data.astype("<u2"), "1", "0"
-    if integral and lo >= -32768 and hi <= 32767:
+    if fits_signed:
         return data.astype("<i2"), "1", "0"
     if integral and hi - lo <= 65535:
         return (data.astype(np.float64) - lo).astype("<u2"), "1", _ds(lo)

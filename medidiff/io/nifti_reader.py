@@ -1,17 +1,24 @@
 """MONAI's NibabelReader, plus what medidiff needs to write the file back unchanged.
 
-MONAI's ``NibabelReader`` returns the voxels and ``dict(header)``; two things are missing for a faithful
-round trip: the voxel dtype (``LoadImage`` turns the array into a torch tensor, and torch has no uint16, so
-uint16 comes back as int32) and the qform/sform matrices next to their codes (the header fields only hold
-the quaternion form). This subclass records both in plain Python values.
+MONAI's ``NibabelReader`` falls short of a faithful round trip in three ways, fixed here:
+
+- its ``read`` passes every image through ``correct_nifti_header_if_necessary``, which silently replaces
+  the sform by the qform (or rewrites pixdim) when the sform's column norms differ from pixdim, as they do
+  for any sheared sform; medidiff loads with nibabel directly and keeps nibabel's affine;
+- ``LoadImage`` turns the array into a torch tensor, and torch has no uint16, so uint16 comes back as
+  int32: the reader records the true dtype;
+- the header dict holds the qform only as a quaternion; both 4×4 matrices are recorded next to their codes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 from monai.data import NibabelReader
+from monai.utils import ensure_tuple
 
 # Header fields kept in Volume.meta["nifti_header"] (JSON-friendly); writers copy the descriptive ones back.
 _KEPT_FIELDS = (
@@ -55,6 +62,13 @@ class HeaderNibabelReader(NibabelReader):
 
     def __init__(self) -> None:
         super().__init__(as_closest_canonical=False, squeeze_non_spatial_dims=False)
+
+    def read(self, data: Sequence[Any] | Any, **kwargs: Any) -> Any:
+        """Load with nibabel, without MONAI's header "correction" (see the module docstring)."""
+        filenames = ensure_tuple(data)
+        self.filenames = filenames
+        images = [nib.load(str(name), **{**self.kwargs, **kwargs}) for name in filenames]
+        return images if len(images) > 1 else images[0]
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """Return ``(array, meta)``: MONAI's, plus ``medidiff_dtype`` and ``nifti_header``.

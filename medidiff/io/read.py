@@ -53,7 +53,7 @@ def _load_image(reader: Any) -> Any:
     return loader
 
 
-def _make_reader(fmt: str, series: str | None) -> Any:
+def _make_reader(fmt: str, path: Path, series: str | None) -> Any:
     if fmt == "nifti":
         from medidiff.io.nifti_reader import HeaderNibabelReader
 
@@ -62,9 +62,18 @@ def _make_reader(fmt: str, series: str | None) -> Any:
         from medidiff.io.sitk_reader import SimpleITKReader
 
         return SimpleITKReader()
+    if fmt == "dicom_dir":
+        # Choose the series before MONAI (and torch) are imported: a directory holding several series
+        # is refused in a fraction of a second.
+        from medidiff.io.dicom_series import scan_directory, select_series
+
+        scanned = scan_directory(path)
+        select_series(scanned, series, path)
+    else:
+        scanned = None
     from medidiff.io.dicom_reader import SeriesPydicomReader
 
-    return SeriesPydicomReader(series_uid=series)
+    return SeriesPydicomReader(series_uid=series, scanned=scanned)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -134,7 +143,7 @@ def read_volume(
         raise ConfigError(f"--volume must be 0 or more, got {volume_index}")
     if series is not None and fmt != "dicom_dir":
         raise ConfigError(f"--series applies to DICOM directories; {p} is not one")
-    reader = _make_reader(fmt, series)
+    reader = _make_reader(fmt, p, series)
     try:
         image, raw_meta = _load_image(reader)(str(p), reader=reader)
     except MedidiffError:
