@@ -29,7 +29,11 @@ def _param(value: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
     """A Parameter (frozen by default) or, when ``value`` already requires grad, the tensor itself."""
     if isinstance(value, torch.Tensor) and value.requires_grad:
         return value
-    tensor = torch.as_tensor(value, dtype=torch.get_default_dtype()).detach().clone()
+    tensor = torch.as_tensor(value).detach().clone()
+    if (
+        not tensor.is_floating_point()
+    ):  # Python numbers and lists: the default dtype; float arrays keep theirs
+        tensor = tensor.to(torch.get_default_dtype())
     return torch.nn.Parameter(tensor, requires_grad=False)
 
 
