@@ -33,6 +33,13 @@ NIFTI_NAME = "mni152_t1_2mm.nii.gz"
 DICOM_NAME = "mni152_t1_2mm_dicom"
 
 
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """nibabel.load, typed (it is declared to return any image class)."""
+    image = nib.load(str(path))
+    assert isinstance(image, nib.Nifti1Image)
+    return image
+
+
 def template_path() -> Path:
     """The template file inside the installed nilearn package (found without importing nilearn)."""
     spec = importlib.util.find_spec("nilearn")
@@ -50,7 +57,7 @@ def make_volume(source: Path) -> Volume:
     Returns:
         Volume with data (I, J, K) int16 and the affine of the block centres.
     """
-    image = nib.load(str(source))
+    image = _load_nifti(source)
     data = np.asarray(image.dataobj, dtype=np.float64)  # (197, 233, 189), 0..255, 1 mm
     head = np.argwhere(data > 0)
     margin = MARGIN_MM  # 1 mm voxels

@@ -167,7 +167,9 @@ def write_synthetic_series(
         ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
         ds.RescaleSlope = f"{slope:g}"
         ds.RescaleIntercept = f"{intercept:g}"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).astype(stored.dtype.newbyteorder("<")).tobytes()
+        ds.PixelData = (
+            np.ascontiguousarray(stored[:, :, k].T).astype(stored.dtype.newbyteorder("<")).tobytes()
+        )
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -186,7 +188,7 @@ def synthetic_series() -> Callable[..., list[Path]]:
 
 @pytest.fixture
 def oblique_axes() -> np.ndarray:
-    """(3, 3) LPS unit vectors (columns) of a clearly oblique slice grid (rotations of 20, -15, 30 degrees)."""
+    """(3, 3) LPS unit vectors (columns) of an oblique slice grid (rotated by 20, -15 and 30 degrees)."""
     return rotation(np.deg2rad(20), np.deg2rad(-15), np.deg2rad(30))
 
 

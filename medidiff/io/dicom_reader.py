@@ -106,11 +106,9 @@ class SeriesPydicomReader(PydicomReader):
             modality=str(ds.get("Modality", "")).strip(),
             files=[path],
         )
-        frames = (
-            frames_from_multiframe(ds, str(path))
-            if _is_multiframe(ds)
-            else frames_from_series([ds], [str(path)])
-        )
+        if not _is_multiframe(ds):
+            raise InputError(f"{path} is a single 2D DICOM slice; pass its series directory ({path.parent})")
+        frames = frames_from_multiframe(ds, str(path))
         return DicomStack(frames=frames, header=ds, label=str(path), series=[entry])
 
     def get_data(self, img: DicomStack) -> tuple[np.ndarray, dict[str, Any]]:

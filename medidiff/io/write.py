@@ -71,8 +71,9 @@ def _write_nifti(volume: Volume, data: np.ndarray, path: Path, dtype_given: bool
     image = nib.Nifti1Image(data, volume.affine)
     header = image.header
     for name in _NIFTI_DESCRIPTIVE:
-        if source.get(name) is not None:
-            header[name] = source[name]
+        value = source.get(name)
+        if value is not None:  # text fields were decoded as latin-1 when read
+            header[name] = value.encode("latin-1", "replace") if isinstance(value, str) else value
     if not source:
         header.set_xyzt_units("mm", "sec")
     header["descrip"] = str(volume.meta.get("series_description", "") or "")[:79].encode("latin-1", "replace")

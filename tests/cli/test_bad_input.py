@@ -20,6 +20,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """nibabel.load, typed (it is declared to return any image class)."""
+    image = nib.load(str(path))
+    assert isinstance(image, nib.Nifti1Image)
+    return image
+
+
 def _make_cases(root: Path, sample_nifti: Path, pydicom_test_files: Path) -> dict[str, tuple[list[str], str]]:
     """Build every bad input under ``root``; returns case -> (info arguments, expected message part)."""
     (root / "empty").mkdir()
@@ -127,7 +135,13 @@ def test_two_series_error_lists_both(results: dict[str, Outcome]) -> None:
 
 def test_output_refusals_through_cli_helpers(sample_nifti: Path, tmp_path: Path) -> None:
     """What a writing command does with --overwrite/--dtype: refuse the input and an existing output."""
-    from medidiff.cli.common import add_input_options, add_output_options, check_output, read_input, write_output
+    from medidiff.cli.common import (
+        add_input_options,
+        add_output_options,
+        check_output,
+        read_input,
+        write_output,
+    )
     from medidiff.errors import OutputError
 
     parser = argparse.ArgumentParser()
@@ -144,4 +158,4 @@ def test_output_refusals_through_cli_helpers(sample_nifti: Path, tmp_path: Path)
     assert existing.read_bytes() == b"old"
     args = parser.parse_args(["--overwrite", "--dtype", "float32"])
     write_output(args, volume, existing, reference=volume)
-    assert nib.load(str(existing)).get_data_dtype() == np.float32
+    assert _load_nifti(existing).get_data_dtype() == np.float32

@@ -69,7 +69,8 @@ def test_derived_series_identity(oblique_source: Path, tmp_path: Path) -> None:
     assert first.SeriesDescription == "T1 oblique medidiff"
     assert first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage, like the source
     assert np.allclose(
-        np.asarray(first.ImageOrientationPatient, float), np.asarray(original[0].ImageOrientationPatient, float)
+        np.asarray(first.ImageOrientationPatient, float),
+        np.asarray(original[0].ImageOrientationPatient, float),
     )
     assert all(h.BitsAllocated == 16 for h in derived)
 

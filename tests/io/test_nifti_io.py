@@ -12,15 +12,22 @@ from medidiff.errors import InputError
 from medidiff.io import read_volume, write_volume
 
 
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    """nibabel.load, typed (it is declared to return any image class)."""
+    image = nib.load(str(path))
+    assert isinstance(image, nib.Nifti1Image)
+    return image
+
+
 def _codes(path: Path) -> tuple[int, int]:
-    header = nib.load(str(path)).header
+    header = _load_nifti(path).header
     return int(header["qform_code"]), int(header["sform_code"])
 
 
 def test_sample_nifti_round_trip_is_bit_exact(sample_nifti: Path, tmp_path: Path) -> None:
     volume = read_volume(sample_nifti)
     out = write_volume(volume, tmp_path / "copy.nii.gz")
-    original, copy = nib.load(str(sample_nifti)), nib.load(str(out))
+    original, copy = _load_nifti(sample_nifti), _load_nifti(out)
     assert copy.get_data_dtype() == original.get_data_dtype() == np.int16
     assert np.array_equal(np.asarray(copy.dataobj), np.asarray(original.dataobj))
     assert np.array_equal(copy.affine, original.affine)
@@ -41,10 +48,10 @@ def test_different_qform_and_sform_survive_with_their_codes(tmp_path: Path) -> N
 
     volume = read_volume(source)
     assert volume.data.dtype == np.uint16
-    stored_sform = nib.load(str(source)).header.get_sform()  # float32 on disk
+    stored_sform = _load_nifti(source).header.get_sform()  # float32 on disk
     assert np.array_equal(volume.affine, stored_sform)  # the sform wins when its code > 0
     out = write_volume(volume, tmp_path / "out.nii")
-    written = nib.load(str(out))
+    written = _load_nifti(out)
     assert np.array_equal(np.asarray(written.dataobj), data)
     assert written.get_data_dtype() == np.uint16
     assert _codes(out) == (1, 2)
@@ -59,8 +66,8 @@ def test_changed_geometry_writes_the_new_affine(sample_nifti: Path, tmp_path: Pa
     moved[:3, 3] += [5.0, -3.0, 1.0]
     volume.affine = moved
     out = write_volume(volume, tmp_path / "moved.nii.gz")
-    assert np.allclose(nib.load(str(out)).affine, moved)
-    assert np.allclose(nib.load(str(out)).header.get_qform(), moved)
+    assert np.allclose(_load_nifti(out).affine, moved)
+    assert np.allclose(_load_nifti(out).header.get_qform(), moved)
 
 
 def test_4d_needs_a_volume_index(tmp_path: Path) -> None:

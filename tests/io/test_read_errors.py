@@ -16,7 +16,12 @@ from medidiff.io.paths import detect_input_format
 def test_input_formats_are_detected_without_reading(tmp_path: Path, sample_dicom_dir: Path) -> None:
     assert detect_input_format(sample_dicom_dir) == "dicom_dir"
     assert detect_input_format(next(sample_dicom_dir.iterdir())) == "dicom_file"
-    for name, expected in [("a.nii", "nifti"), ("a.NII.GZ", "nifti"), ("a.nhdr", "nrrd"), ("a.mhd", "metaimage")]:
+    for name, expected in [
+        ("a.nii", "nifti"),
+        ("a.NII.GZ", "nifti"),
+        ("a.nhdr", "nrrd"),
+        ("a.mhd", "metaimage"),
+    ]:
         (tmp_path / name).write_bytes(b"")
         assert detect_input_format(tmp_path / name) == expected
     (tmp_path / "scan.bin").write_bytes(b"\0" * 200)

@@ -48,7 +48,9 @@ def test_file_holds_lps_geometry_as_simpleitk_sees_it(tmp_path: Path, oblique_ax
 
 def test_nifti_to_nrrd_to_nifti_keeps_the_sample(sample_nifti: Path, tmp_path: Path) -> None:
     volume = read_volume(sample_nifti)
-    back = read_volume(write_volume(read_volume(write_volume(volume, tmp_path / "s.nrrd")), tmp_path / "s.nii"))
+    back = read_volume(
+        write_volume(read_volume(write_volume(volume, tmp_path / "s.nrrd")), tmp_path / "s.nii")
+    )
     assert back.data.dtype == np.int16
     assert np.array_equal(back.data, volume.data)
     assert np.allclose(back.affine, volume.affine)

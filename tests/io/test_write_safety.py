@@ -53,7 +53,9 @@ def test_existing_output_needs_overwrite(sample_nifti: Path, tmp_path: Path) -> 
     assert np.array_equal(read_volume(target).data, volume.data)
 
 
-def test_existing_dicom_directory_is_replaced_whole_only_if_all_dicom(sample_nifti: Path, tmp_path: Path) -> None:
+def test_existing_dicom_directory_is_replaced_whole_only_if_all_dicom(
+    sample_nifti: Path, tmp_path: Path
+) -> None:
     volume = read_volume(sample_nifti)
     small = volume.with_data(volume.data)
     target = tmp_path / "series"
