@@ -178,6 +178,6 @@ def read_volume(
     if fmt == "nifti":
         meta["series_description"] = str(meta["nifti_header"].get("descrip", "") or "").strip()
     source = f"{p}" + (f" (series {meta['series_uid']})" if fmt == "dicom_dir" else "")
-    return Volume(
-        data=data, affine=np.asarray(raw_meta["original_affine"], dtype=np.float64), meta=meta, source=source
-    )
+    # "original_affine" is the file's own (numpy); MONAI's "affine" is the one later transforms update.
+    affine = np.asarray(raw_meta["original_affine"], dtype=np.float64)
+    return Volume(data=data, affine=affine, meta=meta, source=source)

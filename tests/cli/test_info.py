@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -95,3 +96,10 @@ def test_series_and_volume_options(
     assert main(["info", str(tmp_path / "four.nii.gz"), "--volume", "2"]) == 0
     text = capsys.readouterr().out
     assert "volume:             2 of 4" in text and "intensity range:    6 .. 6" in text
+
+
+def test_help_lists_the_input_options(run_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    proc = run_cli("info", "--help")
+    assert proc.returncode == 0
+    for option in ("--series UID", "--volume N", "--json"):
+        assert option in proc.stdout

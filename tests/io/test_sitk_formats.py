@@ -65,3 +65,17 @@ def test_4d_nrrd_volume_selection(tmp_path: Path) -> None:
         read_volume(path)
     volume = read_volume(path, volume_index=1)
     assert volume.shape == (3, 4, 5) and np.all(volume.data == 10)
+
+
+def test_detached_header_formats_are_read_but_not_written(tmp_path: Path, oblique_axes: np.ndarray) -> None:
+    from medidiff.errors import OutputError
+
+    volume = _oblique_volume(oblique_axes)
+    mha = read_volume(write_volume(volume, tmp_path / "v.mha"))
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "v.mha")), str(tmp_path / "v.mhd"))  # header + .zraw
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "v.mha")), str(tmp_path / "v.nhdr"))  # header + .raw.gz
+    for name in ("v.mhd", "v.nhdr"):
+        back = read_volume(tmp_path / name)
+        assert np.array_equal(back.data, mha.data) and np.allclose(back.affine, mha.affine)
+        with pytest.raises(OutputError, match=r"\.nrrd or \.mha"):
+            write_volume(volume, tmp_path / f"out_{name}")
