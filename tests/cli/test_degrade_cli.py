@@ -1,4 +1,4 @@
-"""`medidiff degrade`: sidecars reproduce outputs exactly, masks and geometry are written, errors are one line.
+"""`medidiff degrade`: sidecars reproduce outputs exactly; masks and geometry are written; errors: one line.
 
 Three runs are real subprocesses started together (each pays the torch/MONAI import, ~3 s): the same seeded
 degradation twice, and a bad input. The other cases call the same entry point, ``medidiff.cli.main.main``,
