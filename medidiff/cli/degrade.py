@@ -18,25 +18,41 @@ from medidiff.cli.common import add_input_options, add_output_options, check_out
 # Same as medidiff.degrade.KINDS, literal here so that `--help` imports no numpy (a test keeps them equal).
 KINDS = ("gaussian", "rician", "holes", "slices", "blur", "bias", "thick", "kspace")
 
-# flag -> (option name in medidiff.degrade, type, help)
-_PARAMETERS: dict[str, tuple[str, Any, str]] = {
+# flag -> (option name in medidiff.degrade, type, metavar, help)
+_PARAMETERS: dict[str, tuple[str, Any, str, str]] = {
     "--sigma": (
         "sigma",
         str,
+        "S",
         "gaussian/rician: noise sigma in the input's units, or N%% of its 99.5th pct (5%%)",
     ),
-    "--holes": ("holes", int, "holes: number of boxes (4)"),
-    "--hole-size": ("hole_size_mm", float, "holes: box side in mm (20)"),
-    "--fill": ("fill", float, "holes/slices: value written into the missing voxels (0)"),
-    "--axis": ("axis", int, "slices/thick/kspace: axis 0, 1 or 2 (slices, thick: 2; kspace: 1)"),
-    "--fraction": ("fraction", float, "slices: fraction of the slices through the anatomy to drop (0.25)"),
-    "--blur-sigma": ("blur_mm", float, "blur: Gaussian sigma in mm (2)"),
-    "--amplitude": ("amplitude", float, "bias: field spans [1 - a, 1 + a] over the anatomy (0.3)"),
-    "--degree": ("degree", int, "bias: Legendre polynomial degree of the log-field (3)"),
-    "--factor": ("factor", int, "thick: slab thickness in input slices; output spacing x factor (4)"),
-    "--profile-sigma": ("profile_sigma", float, "thick: slice-profile sigma in input voxels (FWHM = factor)"),
-    "--center-fraction": ("center_fraction", float, "kspace: fraction of central lines always kept (0.08)"),
-    "--acceleration": ("acceleration", float, "kspace: undersampling factor (4)"),
+    "--holes": ("holes", int, "N", "holes: number of boxes (4)"),
+    "--hole-size": ("hole_size_mm", float, "MM", "holes: box side in mm (20)"),
+    "--fill": ("fill", float, "X", "holes/slices: value written into the missing voxels (0)"),
+    "--axis": ("axis", int, "A", "slices/thick/kspace: axis 0, 1 or 2 (slices, thick: 2; kspace: 1)"),
+    "--fraction": (
+        "fraction",
+        float,
+        "F",
+        "slices: fraction of the slices through the anatomy to drop (0.25)",
+    ),
+    "--blur-sigma": ("blur_mm", float, "MM", "blur: Gaussian sigma in mm (2)"),
+    "--amplitude": ("amplitude", float, "A", "bias: field spans [1 - A, 1 + A] over the anatomy (0.3)"),
+    "--degree": ("degree", int, "D", "bias: Legendre polynomial degree of the log-field (3)"),
+    "--factor": ("factor", int, "K", "thick: slab thickness in input slices; output spacing x K (4)"),
+    "--profile-sigma": (
+        "profile_sigma",
+        float,
+        "VOX",
+        "thick: slice-profile sigma in input voxels (FWHM = K)",
+    ),
+    "--center-fraction": (
+        "center_fraction",
+        float,
+        "F",
+        "kspace: fraction of central lines always kept (0.08)",
+    ),
+    "--acceleration": ("acceleration", float, "R", "kspace: undersampling factor (4)"),
 }
 
 
@@ -56,9 +72,11 @@ def register(subparsers: Any) -> None:
         "--kind", choices=KINDS, default=None, help="the degradation (required without sidecar)"
     )
     group = parser.add_argument_group("degradation parameters (defaults in brackets)")
-    for flag, (_, kind, text) in _PARAMETERS.items():
-        group.add_argument(flag, type=kind, default=None, help=text)
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    for flag, (_, kind, metavar, text) in _PARAMETERS.items():
+        group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of every random draw (default 0)"
+    )
     parser.add_argument(
         "--mask-out",
         metavar="PATH",
@@ -97,7 +115,7 @@ def default_mask_path(output: str | os.PathLike[str]) -> Path:
 def _given_options(args: argparse.Namespace) -> dict[str, tuple[str, Any]]:
     """{option name: (flag, value)} for the parameter flags the user gave."""
     given = {}
-    for flag, (name, _, _) in _PARAMETERS.items():
+    for flag, (name, *_) in _PARAMETERS.items():
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         if value is not None:
             given[name] = (flag, value)
