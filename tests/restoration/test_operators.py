@@ -67,6 +67,18 @@ def test_transpose_passes_the_dot_product_test(name: str) -> None:
     assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
 
 
+def test_zero_padded_symmetric_blur_is_self_adjoint() -> None:
+    x = _x(0)
+    for op in (
+        GaussianBlur([1.1, 0.6, 1.7], padding="zeros"),
+        SliceProfile(1, 1, sigma=1.3, padding="zeros"),
+    ):
+        op = op.double()
+        assert torch.allclose(_transpose(op, x, x), op(x), atol=1e-12)
+    replicate = GaussianBlur(1.1).double()  # replicate padding is not: its adjoint folds the margins back
+    assert not torch.allclose(replicate.transpose(x), replicate(x), atol=1e-6)
+
+
 def test_intensity_affine_transpose_is_the_adjoint_of_its_linear_part() -> None:
     op = IntensityAffine(2.5, -1.0).double()
     x, y = _x(0), _x(1)
