@@ -28,6 +28,7 @@ import torch
 from scipy import ndimage
 
 from medidiff.errors import ConfigError, InputError
+from medidiff.io.volume import Volume
 
 # Daubechies-2 orthonormal low-pass filter (the wavelet scikit-image's estimate_sigma uses). PyWavelets is not
 # a dependency, and skimage.restoration.estimate_sigma needs it; a 4-tap filter is all we use from it.
@@ -197,7 +198,7 @@ def _finest_diagonal_subband(data: np.ndarray) -> tuple[np.ndarray, list[np.ndar
     return coeffs, grid
 
 
-def estimate_sigma_gaussian(data: np.ndarray, flat_fraction: float = 0.3) -> float:
+def estimate_sigma_gaussian(data: np.ndarray | Volume, flat_fraction: float = 0.3) -> float:
     """Standard deviation of additive white Gaussian noise in a 3D volume.
 
     Donoho's MAD estimate on the finest diagonal wavelet sub-band (HHH of db2), restricted to the
@@ -207,13 +208,13 @@ def estimate_sigma_gaussian(data: np.ndarray, flat_fraction: float = 0.3) -> flo
     low-pass image, which is nearly independent of the HHH coefficients under noise.
 
     Args:
-        data: (I, J, K) volume, each side >= 10 voxels.
+        data: (I, J, K) array or Volume, each side >= 10 voxels.
         flat_fraction: fraction of sub-band coefficients kept, in (0, 1].
 
     Returns:
         The noise standard deviation in the data's units.
     """
-    data = np.asarray(data, dtype=np.float64)
+    data = np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)
     if data.ndim != 3 or min(data.shape) < 10:
         raise InputError(
             f"noise estimation needs a 3D volume of at least 10 voxels per side, got {data.shape}"
@@ -242,7 +243,7 @@ def _background_peak(magnitude: np.ndarray) -> float:
     return float(0.5 * (edges[i] + edges[i + 1]))
 
 
-def estimate_sigma_rician(data: np.ndarray, min_background_fraction: float = 0.01) -> float:
+def estimate_sigma_rician(data: np.ndarray | Volume, min_background_fraction: float = 0.01) -> float:
     """Noise sigma of a magnitude (Rician) image from its air background.
 
     In air the magnitude is Rayleigh(sigma). The histogram's first peak (the Rayleigh mode, = sigma) starts a
@@ -251,13 +252,13 @@ def estimate_sigma_rician(data: np.ndarray, min_background_fraction: float = 0.0
     field of view (skull-stripped or head volumes are fine).
 
     Args:
-        data: (I, J, K) magnitude volume (non-negative).
+        data: (I, J, K) magnitude array or Volume (non-negative).
         min_background_fraction: the fit must rest on at least this fraction of the voxels.
 
     Returns:
         The noise sigma (of each Gaussian component) in the data's units.
     """
-    magnitude = np.abs(np.asarray(data, dtype=np.float64)).ravel()
+    magnitude = np.abs(np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)).ravel()
     integer_valued = bool(np.all(magnitude[:: max(1, magnitude.size // 100_000)] % 1 == 0))
     if integer_valued:
         # Integer scans (DICOM int16...) quantise a background of a few units into a handful of values, which
@@ -292,13 +293,13 @@ def _truncated_rayleigh_ks(samples: np.ndarray, sigma: float) -> float:
     return float(np.max(np.maximum(np.abs(cdf - steps), np.abs(cdf - (steps - 1 / x.size)))))
 
 
-def resolve_sigma(value: str | float, data: np.ndarray, noise: str = "gaussian") -> float:
+def resolve_sigma(value: str | float, data: np.ndarray | Volume, noise: str = "gaussian") -> float:
     """Turn a user's ``--sigma`` into a number in the data's units.
 
     Args:
         value: ``"auto"`` (estimate for the given noise model), ``"5%"`` (percent of the volume's 99.5th
             percentile), or a positive number in the data's own units.
-        data: (I, J, K) volume the sigma refers to.
+        data: (I, J, K) array or Volume the sigma refers to.
         noise: ``"gaussian"`` or ``"rician"`` (used by ``auto``).
 
     Returns:
@@ -313,7 +314,8 @@ def resolve_sigma(value: str | float, data: np.ndarray, noise: str = "gaussian")
         raise ConfigError(f"unknown noise model {noise!r}; expected gaussian or rician")
     try:
         if text.endswith("%"):
-            sigma = float(text[:-1]) / 100.0 * float(np.percentile(np.asarray(data), 99.5))
+            values = data.data if isinstance(data, Volume) else data
+            sigma = float(text[:-1]) / 100.0 * float(np.percentile(np.asarray(values), 99.5))
         else:
             sigma = float(text)
     except ValueError:

@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 
 from medidiff.errors import ConfigError, InputError
+from medidiff.io.volume import Volume
 from medidiff.restoration.noise import (
     Gaussian,
     Rician,
@@ -48,6 +49,7 @@ def test_gaussian_sigma_estimate_is_within_10_percent(brain: np.ndarray, fractio
     assert np.percentile(brain[20:56, 25:70, 25:60], 1) > 0.2 * np.percentile(brain, 99.5)  # really no air
     assert estimate_sigma_gaussian(inside) == pytest.approx(sigma, rel=0.10)
     assert resolve_sigma("auto", whole, "gaussian") == estimate_sigma_gaussian(whole)
+    assert estimate_sigma_gaussian(Volume(whole, np.eye(4))) == estimate_sigma_gaussian(whole)
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.10])
@@ -57,7 +59,7 @@ def test_rician_sigma_estimate_is_within_10_percent(brain: np.ndarray, fraction:
     assert estimate_sigma_rician(magnitude) == pytest.approx(sigma, rel=0.10)
     # Stored as integers, like a DICOM series.
     assert estimate_sigma_rician(np.rint(magnitude).astype(np.int16)) == pytest.approx(sigma, rel=0.10)
-    assert resolve_sigma("auto", magnitude, "rician") == estimate_sigma_rician(magnitude)
+    assert resolve_sigma("auto", Volume(magnitude, np.eye(4)), "rician") == estimate_sigma_rician(magnitude)
 
 
 def test_rician_estimate_refuses_a_volume_without_air(brain: np.ndarray) -> None:
