@@ -241,7 +241,13 @@ def draw_parameters(volume: Volume, kind: str, seed: int = 0, **options: Any) ->
         "params": params,
     }
     # The JSON round trip guarantees the sidecar file holds exactly what produced the output.
-    return dict(json.loads(json.dumps(record)))
+    return dict(json.loads(json.dumps(record, default=_json_scalar)))
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):  # numpy scalars given as options
+        return value.item()
+    raise ConfigError(f"option value {value!r} is not a number or a string")
 
 
 # --- applying (deterministic) ------------------------------------------------------------------------------
