@@ -1,0 +1,55 @@
+"""The DiffusionModel wrapper: prediction conversions through a real network, bf16, config round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medidiff.diffusion.predictions import training_target
+from medidiff.nets.model import DiffusionModel
+from medidiff.nets.unet import count_parameters, unet_config
+
+CFG = {
+    "unet": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8},
+    "patch_size": [16, 16, 16],
+}
+
+
+@pytest.mark.parametrize("kind", ["eps", "v", "x0"])
+def test_predict_inverts_the_training_target(kind: str) -> None:
+    """If the network outputs exactly its training target, predict() recovers the true eps and x0."""
+    model = DiffusionModel.from_config({**CFG, "prediction_type": kind, "bf16": False})
+    x0, eps = torch.randn(2, 1, 16, 16, 16), torch.randn(2, 1, 16, 16, 16)
+    t = torch.tensor([0.05, 0.8], dtype=torch.float64)
+    alpha, sigma = (c.float() for c in model.sde.coefficients(t))
+    x_t = alpha.view(-1, 1, 1, 1, 1) * x0 + sigma.view(-1, 1, 1, 1, 1) * eps
+    target = training_target(x0, eps, alpha, sigma, kind)
+    model.net.forward = lambda x, timesteps: target  # type: ignore[method-assign]
+    pred = model.predict(x_t, t)
+    assert torch.allclose(pred.x0, x0, atol=2e-4) and torch.allclose(pred.eps, eps, atol=2e-4)
+
+
+def test_bf16_autocast_is_close_to_float32_and_returns_float32() -> None:
+    torch.manual_seed(0)
+    model = DiffusionModel.from_config({**CFG, "bf16": True}).eval()
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(1, 1, 16, 16, 16), torch.tensor([0.3])
+    with torch.no_grad():
+        low = model(x, t)
+        model.bf16 = False
+        full = model(x, t)
+    assert low.dtype == torch.float32
+    assert (low - full).abs().max() < 0.05 * full.abs().max()
+
+
+def test_unet_config_validation() -> None:
+    from medidiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="divisible"):
+        unet_config({"channels": [12, 24], "attention_levels": [False, False], "norm_num_groups": 8})
+    with pytest.raises(ConfigError, match="unknown"):
+        unet_config({"chanels": [8, 16]})
+    model = DiffusionModel.from_config(CFG)
+    assert 0 < count_parameters(model.net) < 1_000_000
