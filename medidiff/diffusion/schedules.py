@@ -62,7 +62,10 @@ class NoiseSchedule(ABC):
 
     def index_from_t(self, t: Tensor | float) -> Tensor:
         """Inverse of :meth:`t_from_index` (exact on the grid, fractional between grid points)."""
-        return torch.as_tensor(t, dtype=torch.float64) * self.num_steps
+        index = torch.as_tensor(t, dtype=torch.float64) * self.num_steps
+        # (i / N) * N can miss i by an ulp (e.g. N = 200); snap values that are integers up to rounding
+        nearest = torch.round(index)
+        return torch.where((index - nearest).abs() <= 1e-9, nearest, index)
 
 
 class LinearSchedule(NoiseSchedule):
@@ -110,7 +113,8 @@ class CosineSchedule(NoiseSchedule):
         return (t * self.u_max + self.s) / (1 + self.s) * (math.pi / 2)
 
     def log_alpha_bar(self, t: Tensor) -> Tensor:
-        return 2 * torch.log(torch.cos(self._theta(t))) - self._log_f0
+        # at t = 0 the difference can round to +1e-17, which would make sigma = sqrt(-expm1(.)) NaN
+        return (2 * torch.log(torch.cos(self._theta(t))) - self._log_f0).clamp(max=0.0)
 
     def beta(self, t: Tensor) -> Tensor:
         # d/dt [2 log cos theta] = -2 tan(theta) * dtheta/dt

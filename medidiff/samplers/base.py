@@ -107,9 +107,14 @@ def scalar_coefficients(sde: SDE, t: float) -> tuple[float, float]:
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Standard normal noise like x, drawn on the generator's device (so CPU seeds also drive GPU runs)."""
+    """Standard normal noise like x.
+
+    Drawn in float32 on the generator's device, then cast and moved: one seed then gives the same path in
+    float32 and float64, and a CPU generator can drive a GPU run.
+    """
     device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
+    z = torch.randn(x.shape, generator=generator, dtype=torch.float32, device=device)
+    return z.to(device=x.device, dtype=x.dtype)
 
 
 def renoise(sde: SDE, x: Tensor, t_from: float, t_to: float, generator: torch.Generator | None) -> Tensor:
