@@ -25,7 +25,8 @@ only what it needs and no sampler is forked):
    At the last step ``t_next = 0`` and ``x_next`` is the final x0-prediction.
 3. ``repeats(index, t, t_next) -> int``: run a step that many times; between repeats, ``x_next`` is
    re-noised from ``t_next`` back to ``t`` with the exact forward kernel (:func:`renoise`); this is
-   RePaint's resampling with jump length 1. Multistep memory (DPM-Solver++) is rolled back for a repeat.
+   RePaint's resampling with jump length 1. A repeat starts off the multistep solver's trajectory, so it
+   runs without memory (DPM-Solver++ takes a first-order step there).
 
 A progress ``callback(ctx)`` runs once per step after the hooks.
 """
@@ -269,8 +270,10 @@ class Sampler(ABC):
                     if index == total - 1:
                         x_next, next_memory = pred.x0.detach(), memory
                     else:
+                        # a re-noised x is off the trajectory the multistep memory came from: restart
+                        step_memory = memory if repeat == 0 else {}
                         x_next, next_memory = self.step(
-                            model, x_in.detach(), _detached(pred), t, t_next, generator, memory
+                            model, x_in.detach(), _detached(pred), t, t_next, generator, step_memory
                         )
                     ctx = StepContext(
                         index, total, t, t_next, x_in, pred, x_next, model, self.sde, generator, repeat
