@@ -54,6 +54,7 @@ def test_eps_is_minus_sigma_times_the_autograd_score_and_x0_is_tweedie(name: str
 def test_diagonal_and_full_covariance_agree_on_a_diagonal_prior(name: str) -> None:
     sde = SDES[name]
     diag = _priors(sde)["diagonal"]
+    assert isinstance(diag, DiagonalGaussian)
     full = FullCovGaussian(diag.mean, torch.diag(diag.var.reshape(-1)), SHAPE, sde)
     x = torch.randn((4, *SHAPE), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     t = torch.tensor([0.01, 0.2, 0.6, 0.9], dtype=torch.float64)
