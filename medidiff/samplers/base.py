@@ -139,6 +139,8 @@ def time_grid(
     With ``t_start <= sde.t_min`` (nothing left to integrate) the grid is ``[t_start, 0]``: one denoise.
     """
     t0 = sde.T if t_start is None else float(t_start)
+    if t0 > sde.T:
+        raise ValueError(f"t_start {t0} is beyond the SDE's end time {sde.T}")
     t_end = sde.t_min
     if steps == 1 or t0 <= t_end:
         times = torch.tensor([t0], dtype=torch.float64)
@@ -216,8 +218,8 @@ class Sampler(ABC):
     ) -> tuple[Tensor, Memory]:
         """Move x from t to t_next (0 < t_next < t) given ``pred = denoiser(x, t)``.
 
-        Returns the new x and the memory for the next step (multistep solvers); ``memory`` itself must
-        not be modified, because a repeated step reuses it.
+        Returns the new x and the memory for the next step (multistep solvers: the previous x0 and
+        log-SNR; stateless samplers return ``{}``). Return a new dict rather than modifying ``memory``.
         """
 
     # ------------------------------------------------------------------ the loop

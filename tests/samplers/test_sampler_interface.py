@@ -89,6 +89,8 @@ def test_time_grid(sde: VPSDE, spacing: str) -> None:
         else:
             steps = ratio[:-1] ** (1 / 7) - ratio[1:] ** (1 / 7)
         torch.testing.assert_close(steps, steps.mean().expand_as(steps), rtol=1e-8, atol=0)
+    with pytest.raises(ValueError, match="beyond"):
+        time_grid(sde, 12, 1.5, spacing)
     # nothing to integrate: one final denoise
     assert time_grid(sde, 12, sde.t_min, spacing).tolist() == [sde.t_min, 0.0]
     assert time_grid(sde, 1, 0.5, spacing).tolist() == [0.5, 0.0]
