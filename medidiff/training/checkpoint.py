@@ -67,10 +67,12 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def load_train_state(
-    directory: Path, net: nn.Module, ema_net: nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore weights, EMA, optimiser and torch RNG from ``directory``; returns the JSON metadata."""
+def read_train_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read ``directory``'s training state: (tensors by name, JSON metadata). Nothing is applied yet.
+
+    Under DDP only rank 0 calls this; the trainer sends the result to the other ranks, so they resume the
+    very same state without needing a shared file system.
+    """
     from safetensors.torch import load_file
 
     path, meta_path = directory / "train_state.safetensors", directory / "train_state.json"
@@ -79,12 +81,23 @@ def load_train_state(
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != STATE_FORMAT:
         raise ModelError(f"{meta_path}: not a medidiff training state")
-    tensors = load_file(str(path))
+    return load_file(str(path)), meta
+
+
+def apply_train_state(
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    net: nn.Module,
+    ema_net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load weights, EMA and optimiser state (and, if ``restore_rng``, the torch RNG); returns ``meta``."""
     try:
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ema_net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     except RuntimeError as exc:
-        raise ModelError(f"{path}: the saved weights do not fit this run's model config ({exc})") from None
+        raise ModelError(f"the saved training state does not fit this run's model config ({exc})") from None
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -93,5 +106,38 @@ def load_train_state(
     for pid, values in meta.get("optim_scalars", {}).items():
         state.setdefault(int(pid), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
+    if restore_rng:
+        torch.set_rng_state(tensors["rng.torch"])
     return meta
+
+
+def load_train_state(
+    directory: Path, net: nn.Module, ema_net: nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    """Restore weights, EMA, optimiser and torch RNG from ``directory``; returns the JSON metadata."""
+    tensors, meta = read_train_state(directory)
+    return apply_train_state(tensors, meta, net, ema_net, optimizer)
+
+
+def weights_digest(net: nn.Module, ema_net: nn.Module) -> str:
+    """SHA-256 of the raw and EMA weights (the ``net.*`` and ``ema.*`` tensors of a training state).
+
+    DDP replicas must hold bit-identical weights; the trainer compares this digest across ranks at every
+    checkpoint. :func:`tensors_digest` of a saved state's ``net.*``/``ema.*`` tensors gives the same value.
+    """
+    named = {f"net.{k}": v for k, v in net.state_dict().items()}
+    named.update({f"ema.{k}": v for k, v in ema_net.state_dict().items()})
+    return tensors_digest(named)
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the ``net.*`` and ``ema.*`` tensors of ``tensors`` (names and bytes, sorted by name)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(k for k in tensors if k.startswith(("net.", "ema."))):
+        value = tensors[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(value.dtype).encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

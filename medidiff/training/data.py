@@ -168,8 +168,9 @@ def patch_transform(cfg: PatchDataConfig) -> Compose:
 class PatchDataset(torch.utils.data.IterableDataset):
     """An endless stream of augmented patches (1, P, P, P) from cached volumes.
 
-    Volumes are split across DDP ranks and DataLoader workers (each sees different volumes when there are
-    enough, and always different random patches), and seeded from ``seed``, the rank and the worker id.
+    Volumes are split across DDP ranks and DataLoader workers: each stream (rank x worker) gets its own
+    volumes when there are enough, else each rank does; patches always differ, as every stream is seeded
+    from ``seed``, the rank and the worker id.
     """
 
     def __init__(self, cfg: PatchDataConfig, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
@@ -195,7 +196,12 @@ class PatchDataset(torch.utils.data.IterableDataset):
         stream = self.rank * workers + worker
         streams = self.world_size * workers
         files = list(self.cfg.files)
-        mine = files[stream::streams] if len(files) >= streams else files
+        if len(files) >= streams:
+            mine = files[stream::streams]
+        elif len(files) >= self.world_size:  # too few for every worker, but each rank still gets its own
+            mine = files[self.rank :: self.world_size]
+        else:
+            mine = files
         rng = np.random.default_rng([self.seed, stream])
         transform = patch_transform(self.cfg)
         transform.set_random_state(seed=int(rng.integers(2**31)))

@@ -22,11 +22,11 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import expand_like, training_target
 from medidiff.diffusion.sde import SDE
-from medidiff.errors import ConfigError
+from medidiff.errors import ConfigError, MedidiffError
 from medidiff.nets.checkpoint import save_model
 from medidiff.nets.ema import make_ema
 from medidiff.nets.model import DiffusionModel
-from medidiff.training.checkpoint import load_train_state, save_train_state
+from medidiff.training.checkpoint import apply_train_state, read_train_state, save_train_state, weights_digest
 from medidiff.training.data import PatchDataConfig, PatchDataset
 
 log = logging.getLogger("medidiff.train")
@@ -127,17 +127,86 @@ def diffusion_loss(
     return torch.mean((out - target) ** 2)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank); initialises the process group under torchrun."""
+def _distributed(use_cuda: bool) -> tuple[int, int, int, bool]:
+    """(rank, world_size, local_rank, created); initialises the process group under torchrun.
+
+    ``created`` says whether this call created the group (and so should destroy it). The CUDA device is set
+    before the group exists, so NCCL collectives (barrier, broadcast) use this rank's GPU, not GPU 0.
+    """
     import torch.distributed as dist
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if world <= 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+        return 0, 1, 0, False
+    created = not dist.is_initialized()
+    if created:
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local_rank, created
+
+
+def _initial_step(
+    out_dir: Path,
+    resume: bool,
+    rank: int,
+    world: int,
+    net: torch.nn.Module,
+    ema: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> int:
+    """The step to start from; on resume, every rank gets rank 0's weights, EMA and optimiser state.
+
+    Only rank 0 touches the files: it sends what it read (or the error it met) to the other ranks, so all
+    ranks resume the same state, or fail with the same message, and no shared file system is needed.
+    """
+    payload: list[Any] = [None]
+    if rank == 0:
+        try:
+            if resume:
+                payload[0] = read_train_state(out_dir)
+            elif (out_dir / "train_state.json").exists():
+                raise ConfigError(
+                    f"{out_dir} already holds a training run; use --resume or another run.out_dir"
+                )
+        except MedidiffError as exc:
+            payload[0] = exc
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast_object_list(payload, src=0)
+    if isinstance(payload[0], MedidiffError):
+        raise payload[0]
+    if payload[0] is None:
+        return 0
+    tensors, meta = payload[0]
+    # The saved RNG state is rank 0's; the other ranks keep their own per-rank streams.
+    apply_train_state(tensors, meta, net, ema, optimizer, restore_rng=rank == 0)
+    return int(meta["step"])
+
+
+def _all_ranks(value: float, op: str, device: str, world: int) -> float:
+    """``value`` reduced over ranks with ``op`` ("sum" or "max"); ``value`` itself in a single process."""
+    if world <= 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
+def _replica_digests(net: torch.nn.Module, ema: torch.nn.Module, world: int) -> list[str]:
+    """Each rank's :func:`weights_digest` (all equal when DDP keeps the replicas in sync)."""
+    digest = weights_digest(net, ema)
+    if world <= 1:
+        return [digest]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, digest)
+    return [str(d) for d in gathered]
 
 
 def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: bool = False) -> Path:
@@ -146,25 +215,23 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
 
     from medidiff.progress import Progress
 
-    rank, world, local_rank = _distributed()
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    rank, world, local_rank, owns_group = _distributed(use_cuda)
     if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{local_rank}" if use_cuda else "cpu"
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    torch.manual_seed(cfg.run.seed + rank)
+    # The same initial weights (and EMA copy) on every rank, as in a single process; then per-rank streams.
+    torch.manual_seed(cfg.run.seed)
     out_dir = Path(cfg.run.out_dir)
     core = DiffusionModel.from_config(cfg.model).to(device)
     ema = make_ema(core.net, cfg.optim.ema_decay)
+    torch.manual_seed(cfg.run.seed + rank)
     model: torch.nn.Module = core
     if world > 1:
         model = DistributedDataParallel(core, device_ids=[local_rank] if device.startswith("cuda") else None)
     optimizer = torch.optim.AdamW(core.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    step = 0
-    if resume:
-        meta = load_train_state(out_dir, core.net, ema, optimizer)
-        step = int(meta["step"])
-    elif rank == 0 and (out_dir / "train_state.json").exists():
-        raise ConfigError(f"{out_dir} already holds a training run; use --resume or another run.out_dir")
+    step = _initial_step(out_dir, resume, rank, world, core.net, ema, optimizer)
 
     def lr_at(s: int) -> float:
         return cfg.optim.lr * min(1.0, (s + 1) / max(1, cfg.optim.warmup_steps))
@@ -183,9 +250,14 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
     is_main = rank == 0
 
     def checkpoint() -> None:
+        digests = _replica_digests(core.net, ema, world)  # a collective: every rank takes part
+        if is_main:
+            extra = {"config": cfg.to_dict(), "world_size": world, "replica_digests": digests}
+            save_train_state(out_dir, core.net, ema, optimizer, step, extra)
+        if len(set(digests)) > 1:
+            raise RuntimeError(f"DDP replicas diverged at step {step} (weight digests differ across ranks)")
         if not is_main:
             return
-        save_train_state(out_dir, core.net, ema, optimizer, step, {"config": cfg.to_dict()})
         export = DiffusionModel(
             ema.module,
             core.sde,
@@ -223,13 +295,13 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
         ema.update_parameters(core.net)
         step += 1
         window_steps += 1
-        running += float(loss)
+        running += float(loss.detach())
         progress.update()
         if step % cfg.run.log_every == 0 or step == cfg.optim.steps:
             elapsed = time.time() - window_start
             record = {
                 "step": step,
-                "loss": running / window_steps,
+                "loss": _all_ranks(running, "sum", device, world) / (window_steps * world),
                 "grad_norm": float(grad_norm),
                 "voxels_per_s": voxels_per_step * window_steps / max(elapsed, 1e-9),
                 "lr": lr_at(step),
@@ -240,6 +312,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
                 log.info("step %d loss %.4f voxels/s %.3g", step, record["loss"], record["voxels_per_s"])
             window_start, window_steps, running = time.time(), 0, 0.0
         out_of_time = cfg.run.max_minutes > 0 and (time.time() - start) / 60 >= cfg.run.max_minutes
+        if cfg.run.max_minutes > 0:  # clocks differ: stop all ranks at the same step, or DDP would hang
+            out_of_time = _all_ranks(float(out_of_time), "max", device, world) > 0
         if step % cfg.run.checkpoint_every == 0 or step == cfg.optim.steps or out_of_time:
             checkpoint()
         if out_of_time:
@@ -247,5 +321,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
     if world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        dist.barrier()  # rank 0's last checkpoint is on disk before any rank returns its path
+        if owns_group:
+            dist.destroy_process_group()
     return out_dir / "model.safetensors"
