@@ -77,6 +77,9 @@ class HeaderNibabelReader(NibabelReader):
         (``qform``, ``sform``) as stored, and the on-disk dtype (``disk_dtype``).
         """
         array, meta = super().get_data(img)
+        array = np.asarray(array)
+        if not array.dtype.isnative:  # big-endian files (e.g. from SPM/Analyze era); torch needs native order
+            array = array.astype(array.dtype.newbyteorder("="))
         header = img.header
         fields = {name: _plain(header[name]) for name in _KEPT_FIELDS if name in header}
         fields["qform"] = np.asarray(header.get_qform(), dtype=np.float64).tolist()
