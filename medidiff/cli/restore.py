@@ -68,6 +68,20 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def check_task_options(args: argparse.Namespace) -> None:
+    """Refuse option combinations that cannot work, before any file is read."""
+    from medidiff.errors import ConfigError
+
+    if args.task == "inpaint" and not args.mask:
+        raise ConfigError("--task inpaint needs --mask MASK (nonzero = missing voxels)")
+    if args.task == "restore" and not args.degradation:
+        raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
+    if getattr(args, "uncertainty", None) and args.samples < 2:
+        raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
+    if getattr(args, "params_out", None) and args.task != "restore":
+        raise ConfigError("--params-out is only for --task restore")
+
+
 def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
     """Keyword arguments of :func:`medidiff.inference.pipeline.restore` from parsed options."""
     from medidiff.errors import ConfigError
@@ -92,25 +106,42 @@ def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
     }
 
 
+def _check_json_output(path: str, overwrite: bool, taken: list[str]) -> None:
+    """The --params-out file: not one of the other paths, and not replaced without --overwrite."""
+    from pathlib import Path
+
+    from medidiff.errors import OutputError
+
+    out = Path(path).expanduser().resolve()
+    if any(out == Path(p).expanduser().resolve() for p in taken):
+        raise OutputError(f"--params-out {out} is also an input or output; choose another path")
+    if out.is_dir():
+        raise OutputError(f"--params-out {out} is a directory")
+    if out.exists() and not overwrite:
+        raise OutputError(f"output {out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        raise OutputError(f"--params-out {out}: the folder {out.parent} does not exist")
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
     from medidiff.cli.common import check_output, read_input, write_output
-    from medidiff.errors import ConfigError
     from medidiff.fsutil import atomic_path
-    from medidiff.inference.pipeline import restore
-    from medidiff.io import read_volume
     from medidiff.progress import Progress
 
     Progress.set_quiet(args.quiet)
+    check_task_options(args)
     inputs = [args.input] + ([args.mask] if args.mask else [])
     check_output(args, args.output, reference=inputs)
     if args.uncertainty:
-        if args.samples < 2:
-            raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
         check_output(args, args.uncertainty, reference=[*inputs, args.output])
-    if args.params_out and args.task != "restore":
-        raise ConfigError("--params-out is only for --task restore")
+    if args.params_out:
+        others = [*inputs, args.output] + ([args.uncertainty] if args.uncertainty else [])
+        _check_json_output(args.params_out, args.overwrite, others)
+    from medidiff.inference.pipeline import restore
+    from medidiff.io import read_volume
+
     volume = read_input(args, args.input)
     mask = read_volume(args.mask) if args.mask else None
     result = restore(volume, full_result=True, **task_kwargs(args, mask))

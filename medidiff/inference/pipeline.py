@@ -70,6 +70,10 @@ def _as_volume(data: Any) -> tuple[Volume, str]:
         array = data.detach().cpu().numpy()
         if array.ndim == 4 and array.shape[0] == 1:
             array = array[0]
+        if array.ndim != 3:
+            raise InputError(
+                f"restore needs a one-channel MetaTensor (1, I, J, K) or (I, J, K), got {tuple(data.shape)}"
+            )
         affine = np.asarray(data.affine.cpu().numpy() if hasattr(data.affine, "cpu") else data.affine)
         return Volume(array, affine, {}, "MetaTensor"), "metatensor"
     array = np.asarray(data)
@@ -147,6 +151,9 @@ def restore(
         raise ConfigError(f"--samples must be at least 1, got {samples}")
     vol, kind = _as_volume(volume)
     _check_finite(vol, "the input")
+    # Cheap checks of the task's own inputs come before the model is loaded.
+    missing = _mask_array(mask, vol) if task == "inpaint" else None
+    kinds = _degradation_kinds(degradation) if task == "restore" else []
     start = time.perf_counter()
     dev = resolve_device(device)
     net = get_model(model, dev)
@@ -172,8 +179,9 @@ def restore(
 
     info: dict[str, Any] = {"task": task, "model": model, "seed": seed, "device": str(dev)}
     out_affine = vol.affine
+    runs = samples if task != "restore" else 1
     with torch.no_grad(), Progress(1, task, quiet=None if progress is None else not progress) as bar:
-        callback = _step_callback(bar)
+        callback = _step_callback(bar, runs)
         if task == "denoise":
             from medidiff.restoration.noise import resolve_sigma
 
@@ -193,7 +201,7 @@ def restore(
             )
             info.update(sigma=sigma_units, noise=noise)
         elif task == "inpaint":
-            missing = _mask_array(mask, vol)
+            assert missing is not None
             known = torch.from_numpy(~missing)[None, None].to(dev)
             from scipy.ndimage import binary_dilation
 
@@ -208,7 +216,7 @@ def restore(
                 vol,
                 y,
                 norm,
-                degradation,
+                kinds,
                 target_spacing,
                 sigma,
                 noise,
@@ -218,14 +226,15 @@ def restore(
                 generator,
                 callback,
             )
-    x0 = result.x0[0, 0].cpu().numpy()
-    restored = norm.invert(x0, np.float32)
+    # Back to input units in float64, so that known voxels are copied exactly and integer inputs round once.
+    restored = norm.invert(result.x0[0, 0].cpu().numpy(), np.float64)
     if task == "denoise" and noise == "rician":
         from medidiff.restoration.noise import rician_correct_mean
 
-        restored = rician_correct_mean(restored, info["sigma"]).astype(np.float32)
-    if task == "inpaint":
-        restored = np.where(_mask_array(mask, vol), restored, np.asarray(vol.data, dtype=np.float32))
+        restored = rician_correct_mean(restored, info["sigma"])
+    if missing is not None:
+        restored = np.where(missing, restored, np.asarray(vol.data, dtype=np.float64))
+    restored = _in_input_dtype(restored, np.asarray(vol.data).dtype)
     info.update(result.info, seconds=time.perf_counter() - start, network_calls=net.network_evaluations)
     meta = {**vol.meta, "dtype": str(np.asarray(vol.data).dtype), "restoration": info}
     out = Volume(restored, out_affine, meta, source=f"medidiff {task} of {vol.source}")
@@ -237,26 +246,61 @@ def restore(
         )
     if full_result:
         return RestoreResult(out, uncertainty, info)
-    return _like_input(out, kind)
+    return _like_input(out, kind, volume)
 
 
-def _like_input(out: Volume, kind: str) -> Any:
+def _in_input_dtype(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer inputs come back rounded and clipped to their type, float64 stays float64, else float32."""
+    from medidiff.io.write import cast_to
+
+    if dtype.kind in "ui":
+        return cast_to(data, dtype)
+    return data.astype(np.float64 if dtype == np.float64 else np.float32)
+
+
+def _like_input(out: Volume, kind: str, original: Any) -> Any:
+    """The result in the input's form; a MetaTensor keeps its metadata, channel layout and (new) affine."""
     if kind == "volume":
         return out
     if kind == "metatensor":
         from monai.data import MetaTensor
 
-        return MetaTensor(torch.from_numpy(out.data)[None], affine=torch.from_numpy(out.affine))
+        data = torch.from_numpy(np.ascontiguousarray(out.data))
+        if original.ndim == 4:
+            data = data[None]
+        meta = dict(original.meta)
+        meta.pop("affine", None)
+        meta["spatial_shape"] = np.asarray(out.shape)
+        return MetaTensor(
+            data,
+            affine=torch.as_tensor(out.affine, dtype=torch.float64),
+            meta=meta,
+            applied_operations=list(original.applied_operations),
+        )
     return out.data
 
 
-def _step_callback(bar: Any) -> Any:
+def _step_callback(bar: Any, runs: int) -> Any:
+    """A sampler callback advancing ``bar``; the total is ``runs`` chains as long as the first one."""
+
     def callback(ctx: Any) -> None:
-        if ctx.index == 0 and ctx.repeat == 0:
-            bar.total = max(bar.total, ctx.total)
+        if ctx.index == 0 and ctx.repeat == 0 and bar.total < runs * ctx.total:
+            bar.total = runs * ctx.total
+            if getattr(bar, "_bar", None) is not None:  # a tqdm bar on a TTY keeps its own total
+                bar._bar.total = bar.total
         bar.update()
 
     return callback
+
+
+def _degradation_kinds(degradation: str | list[str] | None) -> list[str]:
+    """``"bias,blur"`` or ``["bias", "blur"]`` -> the checked list of degradation kinds."""
+    parts = degradation.split(",") if isinstance(degradation, str) else list(degradation or [])
+    kinds = [k.strip() for k in parts if k.strip()]
+    unknown = sorted(set(kinds) - set(DEGRADATIONS))
+    if not kinds or unknown:
+        raise ConfigError(f"--degradation must list some of {', '.join(DEGRADATIONS)}, got {degradation!r}")
+    return kinds
 
 
 def _mask_array(mask: Any, vol: Volume) -> np.ndarray:
@@ -280,7 +324,7 @@ def _restore_unknown(
     vol: Volume,
     y: torch.Tensor,
     norm: Normalizer,
-    degradation: Any,
+    kinds: list[str],
     target_spacing: Any,
     sigma: Any,
     noise: str,
@@ -293,13 +337,6 @@ def _restore_unknown(
     from medidiff.restoration import tasks
     from medidiff.restoration.noise import estimate_sigma_gaussian, resolve_sigma
 
-    kinds = [
-        k.strip() for k in (degradation.split(",") if isinstance(degradation, str) else degradation or [])
-    ]
-    kinds = [k for k in kinds if k]
-    unknown = sorted(set(kinds) - set(DEGRADATIONS))
-    if not kinds or unknown:
-        raise ConfigError(f"--degradation must list some of {', '.join(DEGRADATIONS)}, got {degradation!r}")
     data = np.asarray(vol.data, dtype=np.float32)
     sigma_units = estimate_sigma_gaussian(data) if str(sigma) == "auto" else resolve_sigma(sigma, data, noise)
     # Bias fields multiply intensities, which are 0 in air; in model units air sits at norm.forward(0).

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from medidiff.diffusion.predictions import Prediction, expand_like
+from medidiff.diffusion.predictions import Prediction
 from medidiff.diffusion.sde import SDE
 from medidiff.restoration.operators import BiasField, Identity, IntensityAffine, Mask, Operator
 from medidiff.samplers.base import Conditioning, Denoiser, StepContext, renoise
@@ -36,9 +36,15 @@ from medidiff.samplers.base import Conditioning, Denoiser, StepContext, renoise
 _DIAGONAL = (Identity, Mask, BiasField, IntensityAffine)
 
 
+def is_pointwise(op: Operator) -> bool:
+    """True when A's linear part is diagonal (one factor per voxel): the built-in pointwise operators, and
+    any operator that declares ``pointwise = True`` (e.g. an offset wrapper around one of them)."""
+    return isinstance(op, _DIAGONAL) or bool(getattr(op, "pointwise", False))
+
+
 def _gram_diagonal(op: Operator, like: Tensor) -> Tensor | None:
     """diag(A A^T) for pointwise operators (as a tensor like the measurement), else None."""
-    if isinstance(op, _DIAGONAL):
+    if is_pointwise(op):
         ones = torch.ones_like(like)
         return op.transpose(ones) * op.transpose(ones) if not isinstance(op, Mask) else op(ones)
     return None
@@ -52,8 +58,16 @@ def solve_gram(op: Operator, rhs: Tensor, r2: float, noise_var: float, iteration
         denom = r2 * diag + noise_var
         return torch.where(denom > 0, rhs / denom.clamp_min(1e-30), torch.zeros_like(rhs))
 
+    # The Gram matrix is that of A's linear part: for an affine A (intensity offsets, the bias field acting
+    # on shifted intensities) op(w) - op(0) removes the constant term.
+    offset: Tensor | None = None
+
     def apply(z: Tensor) -> Tensor:
-        return r2 * op(op.transpose(z)) + noise_var * z
+        nonlocal offset
+        w = op.transpose(z)
+        if offset is None:
+            offset = op(torch.zeros_like(w))
+        return r2 * (op(w) - offset) + noise_var * z
 
     z = torch.zeros_like(rhs)
     residual = rhs.clone()
@@ -88,7 +102,6 @@ class Projection(Conditioning):
         noise_sigma: measurement noise std sigma_y (model units); 0 gives DDNM's hard projection.
         prior_variance: variance v of the data around the denoiser's estimate, used for r_t^2. Exact for a
             white Gaussian prior; for images the per-voxel variance in model units (about 0.3) works.
-        weight: optional (1 or B, 1, I, J, K) tensor in [0, 1] that limits where the correction applies.
     """
 
     def __init__(
@@ -105,13 +118,12 @@ class Projection(Conditioning):
         t0 = float(t.reshape(-1)[0])
         alpha_t, sigma_t = (float(c) for c in self.sde.coefficients(torch.tensor(t0, dtype=torch.float64)))
         r2 = posterior_variance(self.prior_variance, alpha_t, sigma_t)
-        residual = self.y - self.operator(pred.x0)
+        residual = self.y.to(pred.x0) - self.operator(pred.x0)
         x0 = pred.x0 + r2 * self.operator.transpose(
             solve_gram(self.operator, residual, r2, self.noise_sigma**2)
         )
-        a = expand_like(torch.tensor(alpha_t), x)
-        s = expand_like(torch.tensor(sigma_t), x)
-        return Prediction(eps=(x - a * x0) / s, x0=x0)
+        # Python floats keep x's dtype (a float32 tensor here cost float64 runs 1e-7 of precision).
+        return Prediction(eps=(x - alpha_t * x0) / sigma_t, x0=x0)
 
     def wrap(self, denoiser: Denoiser) -> Denoiser:
         def conditioned(x: Tensor, t: Tensor) -> Prediction:
@@ -136,8 +148,9 @@ class Replacement(Conditioning):
         self.resample_fraction = float(resample_fraction)
 
     def after_step(self, ctx: StepContext) -> Tensor:
-        target = self.y if ctx.t_next <= 0 else renoise(ctx.sde, self.y, 0.0, ctx.t_next, ctx.generator)
-        return torch.where(self.known, target, ctx.x_next)
+        y = self.y.to(ctx.x_next)
+        target = y if ctx.t_next <= 0 else renoise(ctx.sde, y, 0.0, ctx.t_next, ctx.generator)
+        return torch.where(self.known.to(ctx.x_next.device), target, ctx.x_next)
 
     def repeats(self, index: int, t: float, t_next: float) -> int:
         return self.resample if t_next > 0 and t >= 1.0 - self.resample_fraction else 1
@@ -159,7 +172,10 @@ class DPS(Conditioning):
     def after_step(self, ctx: StepContext) -> Tensor:
         if ctx.t_next <= 0:
             return ctx.x_next
-        distance = torch.linalg.vector_norm(self.y - self.operator(ctx.pred.x0))
+        # One norm per sample, summed: the gradient of a sample's own norm is then independent of the batch
+        # (a single norm over the batch would shrink every sample's step by ~1/sqrt(B)).
+        residual = (self.y.to(ctx.pred.x0) - self.operator(ctx.pred.x0)).flatten(1)
+        distance = torch.linalg.vector_norm(residual, dim=1).sum()
         (grad,) = torch.autograd.grad(distance, ctx.x)
         return ctx.x_next - self.step_size * grad
 

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from medidiff.diffusion.sde import SDE
-from medidiff.restoration.conditioning import GDP, Projection
+from medidiff.restoration.conditioning import GDP, Projection, is_pointwise
 from medidiff.restoration.operators import BiasField, Compose, GaussianBlur, Mask, Operator, SliceProfile
 from medidiff.samplers import Conditioning, Denoiser, StepContext, get_sampler
 from medidiff.samplers.base import renoise
@@ -161,6 +161,11 @@ class Shifted(Operator):
         super().__init__()
         self.inner = inner
         self.offset = float(offset)
+
+    @property
+    def pointwise(self) -> bool:
+        """The shift keeps a pointwise inner operator pointwise (the projection's exact solve applies)."""
+        return is_pointwise(self.inner)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.inner(x + self.offset) - self.offset
