@@ -105,11 +105,18 @@ def test_torchrun_keeps_replicas_identical_and_resumes_on_every_rank(
     assert [h["step"] for h in history] == [2, 4, 6]
     assert json.loads((run / "model.json").read_text())["training"]["steps"] == 6
 
-    # Starting over the existing run without --resume fails on every rank with the same one-line message
-    # (rank 0 decides and tells the others), instead of rank 1 waiting forever for rank 0.
-    third = _torchrun(medidiff_env, *train, *common, "optim.steps=8", timeout=120)
-    assert third.returncode != 0
-    assert third.stderr.count("already holds a training run; use --resume") == 2
+
+@pytest.mark.slow
+def test_starting_over_an_existing_run_fails_on_every_rank_with_one_message(
+    tmp_path: Path, medidiff_env: dict[str, str]
+) -> None:
+    # Rank 0 decides and tells the others, so no rank trains on while rank 0 has stopped.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_state.json").write_text("{}")
+    proc = _torchrun(medidiff_env, "-m", "medidiff", "train", "--config", SMOKE, *TINY, f"run.out_dir={run}")
+    assert proc.returncode != 0
+    assert proc.stderr.count("already holds a training run; use --resume") == 2
 
 
 PROBE = '''
