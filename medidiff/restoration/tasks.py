@@ -261,9 +261,18 @@ def restore_unknown(
     )
     run = get_sampler(sampler, sde, steps)
     x_start = renoise(sde, init, 0.0, t_start, generator)
-    x0 = run.sample(
-        denoiser, x_start=x_start, t_start=t_start, generator=generator, conditioning=rule, callback=callback
-    )
+    try:
+        x0 = run.sample(
+            denoiser,
+            x_start=x_start,
+            t_start=t_start,
+            generator=generator,
+            conditioning=rule,
+            callback=callback,
+        )
+    finally:
+        for p in degradation.parameters:  # hand the fitted operator back frozen, as operators are built
+            p.requires_grad_(False)
     params = {name: op.spec() for name, op in degradation.parts.items()}
     info = {
         "method": f"GDP ({sampler})",
