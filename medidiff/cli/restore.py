@@ -7,6 +7,10 @@ from typing import Any
 
 from medidiff.cli.common import add_input_options, add_output_options
 
+# Same list as medidiff.nets.checkpoint.PICKLE_SUFFIXES, kept literal so that refusing a pickled checkpoint
+# needs no torch import (tests/cli/test_restore_cli.py checks the two agree).
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -80,6 +84,25 @@ def check_task_options(args: argparse.Namespace) -> None:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
     if getattr(args, "params_out", None) and args.task != "restore":
         raise ConfigError("--params-out is only for --task restore")
+    _check_model_path(args.model)
+
+
+def _check_model_path(spec: str) -> None:
+    """Refuse a missing or pickled model path at once (the loader re-checks everything in detail)."""
+    from pathlib import Path
+
+    from medidiff.errors import ModelError
+
+    if spec == "default":
+        return
+    path = Path(spec)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelError(
+            f"{path}: pickled checkpoints are refused because loading them can run arbitrary code; "
+            "medidiff models are a .safetensors file with a .json config"
+        )
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file or directory")
 
 
 def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:

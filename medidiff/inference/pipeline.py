@@ -48,10 +48,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def get_model(spec: str, device: torch.device) -> Any:
-    """Load a model once per (spec, device)."""
+def get_model(spec: Any, device: torch.device) -> Any:
+    """Load a model once per (spec, device); an already loaded ``DiffusionModel`` is used as it is."""
     from medidiff.nets.checkpoint import load_model
+    from medidiff.nets.model import DiffusionModel
 
+    if isinstance(spec, DiffusionModel):
+        return spec.to(device).eval()
     key = (str(spec), str(device))
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = load_model(spec, device=device)
@@ -102,7 +105,7 @@ def restore(
     volume: Any,
     task: str = "denoise",
     *,
-    model: str = "default",
+    model: Any = "default",
     noise: str = "gaussian",
     sigma: str | float = "auto",
     mask: Any = None,
@@ -122,7 +125,7 @@ def restore(
     Args:
         volume: a :class:`Volume`, a MONAI ``MetaTensor`` ((1, I, J, K) or (I, J, K)) or a 3D array.
         task: ``denoise``, ``inpaint`` or ``restore``.
-        model: ``default`` (the embedded model) or a model path.
+        model: ``default`` (the embedded model), a model path, or a loaded ``DiffusionModel``.
         noise, sigma: denoising noise model and level (``auto``, a number in the input's units, or ``5%``).
         mask: inpainting mask (Volume, array or MetaTensor of the input's shape; nonzero = missing).
         degradation: for ``restore``: any of bias, blur, slices (comma-separated string or list).
@@ -177,7 +180,8 @@ def restore(
             background=background,
         )
 
-    info: dict[str, Any] = {"task": task, "model": model, "seed": seed, "device": str(dev)}
+    model_name = model if isinstance(model, str) else str(net.config.get("source", type(net).__name__))
+    info: dict[str, Any] = {"task": task, "model": model_name, "seed": seed, "device": str(dev)}
     out_affine = vol.affine
     runs = samples if task != "restore" else 1
     with torch.no_grad(), Progress(1, task, quiet=None if progress is None else not progress) as bar:
