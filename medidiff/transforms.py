@@ -81,3 +81,73 @@ class Normalizer:
 
     def config(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# --- MONAI dictionary transform ---------------------------------------------------------------------------
+# Subclassing MapTransform needs MONAI, whose import takes seconds; the class is built on first access
+# (module __getattr__) so that importing this module stays as light as the Normalizer needs.
+_RESTORED: type | None = None
+
+
+def _restored_class() -> type:
+    global _RESTORED
+    if _RESTORED is not None:
+        return _RESTORED
+    from collections.abc import Hashable, Mapping
+
+    from monai.config import KeysCollection
+    from monai.transforms import MapTransform
+
+    class Restored(MapTransform):
+        """Run :func:`medidiff.restore` on the images of a dictionary (MONAI's dictionary-transform style).
+
+        A thin wrapper, like MONAI's own dictionary transforms: each key's image ((1, I, J, K) or (I, J, K)
+        MetaTensor, Volume or array) is replaced by its restoration, of the same kind. A MetaTensor keeps its
+        metadata, and its affine (the thick-slice task returns the fine grid's).
+
+        Args:
+            keys: keys of the images to restore.
+            task: ``denoise``, ``inpaint`` or ``restore``.
+            mask_key: for ``inpaint``, the key holding the mask (nonzero = missing voxels), if the mask is
+                not given as ``mask=`` in ``restore_kwargs``.
+            allow_missing_keys: do not fail on absent keys.
+            restore_kwargs: passed to :func:`medidiff.restore` (``model``, ``sigma``, ``steps``, ``seed``...).
+
+        Example::
+
+            Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Restored("image", sigma="auto")])
+        """
+
+        def __init__(
+            self,
+            keys: KeysCollection,
+            task: str = "denoise",
+            mask_key: str | None = None,
+            allow_missing_keys: bool = False,
+            **restore_kwargs: Any,
+        ) -> None:
+            super().__init__(keys, allow_missing_keys)
+            self.task = task
+            self.mask_key = mask_key
+            self.restore_kwargs = restore_kwargs
+
+        def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+            from medidiff.inference.pipeline import restore
+
+            d = dict(data)
+            kwargs = dict(self.restore_kwargs)
+            if self.mask_key is not None:
+                kwargs["mask"] = d[self.mask_key]
+            for key in self.key_iterator(d):
+                d[key] = restore(d[key], task=self.task, **kwargs)
+            return d
+
+    Restored.__module__ = __name__
+    _RESTORED = Restored
+    return Restored
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Restored":
+        return _restored_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -234,8 +234,8 @@ def test_same_seed_gives_identical_files(runs: dict[str, Run], files: dict[str, 
     draws is checked through the API in tests/inference/test_pipeline.py, sparing a subprocess.)"""
     first, again = (_load(_ok(runs[name]).output)[0] for name in ("seed1", "seed1_again"))
     assert np.array_equal(first, again)
-    std_paths = [files["root"] / f"std_{name}.nii.gz" for name in ("seed1", "seed1_again")]
-    assert np.array_equal(*(_load(path)[0] for path in std_paths))
+    std, std_again = (_load(files["root"] / f"std_{name}.nii.gz")[0] for name in ("seed1", "seed1_again"))
+    assert np.array_equal(std, std_again)
 
 
 def test_inpaint_keeps_known_voxels(runs: dict[str, Run], files: dict[str, Path]) -> None:

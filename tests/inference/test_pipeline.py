@@ -9,6 +9,7 @@ with a trained model lives in benchmarks/.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,7 +247,7 @@ def test_bad_input_is_refused_before_the_model_is_loaded(noisy: Volume, tmp_path
     absent = tmp_path / "absent.safetensors"
     nan = noisy.data.astype(np.float32)
     nan[3, 4, 5] = np.nan
-    cases = [
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
         ({"task": "inpaint", "mask": np.ones((5, 5, 5))}, InputError, "shape"),
         ({"task": "inpaint"}, ConfigError, "--mask"),
         ({"task": "inpaint", "mask": np.zeros(noisy.shape)}, InputError, "no voxel"),
