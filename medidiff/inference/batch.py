@@ -374,8 +374,10 @@ def restore_cohort(
                 report(CaseStatus(case.name, str(case.input), str(case.output), "skipped", "output exists"))
             else:
                 todo.append(case)
-        run_cases(todo, job, workers, report)
-        rows = status_file.flush()
+        try:
+            run_cases(todo, job, workers, report)
+        finally:  # an interrupted run still leaves the status of the cases it finished
+            rows = status_file.flush()
         if world == 1:
             return rows
         import torch.distributed as dist

@@ -129,17 +129,14 @@ def test_two_workers_restore_the_cohort_report_the_bad_scan_and_resume(
         "status.csv",
     ]
 
-    # An interrupted run left case1 unwritten: the re-run restores it, skips the finished ones (untouched) and
-    # still reports the bad scan.
-    written = (out / "case0.nii.gz").stat().st_mtime_ns
-    (out / "case1.nii.gz").unlink()
+    # The re-run skips the finished cases (their outputs untouched) and still reports the bad scan.
+    written = {i: (out / f"case{i}.nii.gz").stat().st_mtime_ns for i in (0, 1, 3)}
     second = _run(medidiff_env, "-m", "medidiff", *_denoise(cohort, out, "--workers", "2"))
     assert second.returncode == 2 and "1 of 4 cases failed" in second.stderr
     assert {k: v["status"] for k, v in _status(out).items()} == {
-        "case0.nii.gz": "skipped", "case1.nii.gz": "ok", BAD: "error", "case3.nii.gz": "skipped"
+        "case0.nii.gz": "skipped", "case1.nii.gz": "skipped", BAD: "error", "case3.nii.gz": "skipped"
     }  # fmt: skip
-    assert (out / "case0.nii.gz").stat().st_mtime_ns == written
-    _check_restored(out / "case1.nii.gz", cohort["inputs"] / "case1.nii.gz")
+    assert {i: (out / f"case{i}.nii.gz").stat().st_mtime_ns for i in (0, 1, 3)} == written
 
 
 def test_torchrun_ranks_split_the_cohort_and_rank_0_merges_the_status(
@@ -199,6 +196,14 @@ def test_manifest_paths_per_case_masks_and_output_names(
         np.testing.assert_array_equal(restored.data[known], source.data[known])
         assert (restored.data[~known] != source.data[~known]).any()
         np.testing.assert_allclose(restored.affine, source.affine, atol=1e-4)
+
+    # An interrupted run left the first case unwritten: the re-run restores it and skips the other one.
+    (out / "sub" / "a.nrrd").unlink()
+    again = _in_process("restore-batch", lists / "cohort.csv", out, "--task", "inpaint", "--model",
+                        cohort["model"], "--steps", "2", "--output-format", "mha")  # fmt: skip
+    assert again.returncode == 2
+    assert [v["status"] for v in _status(out).values()] == ["ok", "skipped", "error"]
+    assert (out / "sub" / "a.nrrd").is_file()
 
 
 @pytest.mark.parametrize(
