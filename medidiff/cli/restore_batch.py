@@ -63,24 +63,28 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from medidiff.cli.restore import task_kwargs
+    from medidiff.cli.restore import check_task_options, task_kwargs
     from medidiff.errors import ConfigError
     from medidiff.inference.batch import BatchJob, find_cases, restore_cohort
-    from medidiff.nets.checkpoint import read_model_config
     from medidiff.progress import Progress
 
     Progress.set_quiet(args.quiet)
     start = time.perf_counter()
     outdir = Path(args.outdir)
     cases = find_cases(args.inputs, outdir, args.output_format)
-    read_model_config(args.model)  # a missing model fails once, here, not once per case
     if args.task == "inpaint" and not args.mask:
         lacking = [case.name for case in cases if case.mask is None]
         if lacking:
             raise ConfigError(
                 f"--task inpaint needs --mask MASK or a 'mask' column in the manifest ({lacking[0]} has none)"
             )
-    kwargs = task_kwargs(args, mask=args.mask or "per case")
+    # Every case has a mask by now (its own or --mask): check the rest as `medidiff restore` does.
+    options = argparse.Namespace(**{**vars(args), "mask": args.mask or "per case"})
+    check_task_options(options)
+    from medidiff.nets.checkpoint import read_model_config
+
+    read_model_config(args.model)  # a broken model fails once, here, not once per case
+    kwargs = task_kwargs(options, mask=options.mask)
     kwargs.pop("mask")
     kwargs["progress"] = False  # one progress line per case, from this process
     job = BatchJob(kwargs, Path(args.mask) if args.mask else None, args.overwrite, args.dtype)

@@ -209,7 +209,7 @@ def test_manifest_paths_per_case_masks_and_output_names(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model", "nowhere.safetensors"], "model weights not found"),
+        (["--model", "nowhere.safetensors"], "nowhere.safetensors: no such model"),
         (["--task", "inpaint"], "needs --mask"),
         (["--output-format", "nii"], ""),  # valid: checked below against OUTDIR == INPUTS
     ],
