@@ -152,6 +152,8 @@ def restore(
         raise ConfigError(f"unknown noise model {noise!r} (expected gaussian or rician)")
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
+    if task == "restore" and samples > 1:
+        raise ConfigError("--samples is for denoise and inpaint; --task restore draws one sample")
     vol, kind = _as_volume(volume)
     _check_finite(vol, "the input")
     # Cheap checks of the task's own inputs come before the model is loaded.
