@@ -25,6 +25,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import logging
+    import os
 
     from medidiff.training.config import load_config, resolve_data_files
     from medidiff.training.trainer import TrainConfig, train
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(raw)
     cfg.data.files = resolve_data_files(cfg.data.files)
     path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
-    if not args.quiet:
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(path)
     return 0

@@ -73,8 +73,8 @@ class TrainConfig:
             if unknown:
                 raise ConfigError(f"unknown key(s) in '{section}': {', '.join(sorted(unknown))}")
             for f in fields(kind):
-                if f.name in values and isinstance(values[f.name], list) and "tuple" in str(f.type):
-                    values[f.name] = tuple(values[f.name])
+                if f.name in values:
+                    values[f.name] = _coerce(section, f.name, values[f.name], str(f.type))
             return kind(**values)
 
         unknown_sections = set(raw) - {"model", "data", "optim", "run", "provenance"}
@@ -101,6 +101,26 @@ class TrainConfig:
             "run": asdict(self.run),
             "provenance": self.provenance,
         }
+
+
+def _coerce(section: str, name: str, value: Any, type_name: str) -> Any:
+    """Check/convert one config value to its field's type (YAML reads ``1e-3`` as a string)."""
+    try:
+        if type_name == "float":
+            return float(value)
+        if type_name == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if type_name == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if "tuple" in type_name and isinstance(value, list):
+            return tuple(float(v) if "float" in type_name else int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{name} must be of type {type_name}, got {value!r}") from None
+    return value
 
 
 def sample_times(sde: SDE, n: int, cfg: OptimConfig, generator: torch.Generator) -> Tensor:

@@ -17,8 +17,12 @@ SMOKE = ROOT / "configs" / "train" / "smoke.yaml"
 
 
 def _config(tmp_path: Path, steps: int, **extra: str) -> TrainConfig:
-    overrides = [f"run.out_dir={tmp_path / 'run'}", f"optim.steps={steps}", "run.checkpoint_every=1000",
-                 *(f"{k}={v}" for k, v in extra.items())]
+    overrides = [
+        f"run.out_dir={tmp_path / 'run'}",
+        f"optim.steps={steps}",
+        "run.checkpoint_every=1000",
+        *(f"{k}={v}" for k, v in extra.items()),
+    ]
     cfg = TrainConfig.from_dict(load_config(SMOKE, overrides))
     cfg.data.files = resolve_data_files(cfg.data.files)
     return cfg
@@ -95,12 +99,38 @@ def test_train_cli_runs_in_a_subprocess(tmp_path: Path) -> None:
     import subprocess
 
     proc = subprocess.run(
-        [sys.executable, "-m", "medidiff", "train", "--config", str(SMOKE), "--quiet",
-         f"run.out_dir={tmp_path / 'cli'}", "optim.steps=2"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "medidiff",
+            "train",
+            "--config",
+            str(SMOKE),
+            "--quiet",
+            f"run.out_dir={tmp_path / 'cli'}",
+            "optim.steps=2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "model.safetensors").is_file()
-    bad = subprocess.run([sys.executable, "-m", "medidiff", "train", "--config", str(tmp_path / "nope.yaml")],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "medidiff", "train", "--config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_config_values_are_type_checked_and_coerced() -> None:
+    from medidiff.errors import ConfigError
+
+    cfg = TrainConfig.from_dict(load_config(SMOKE, ["optim.lr=1e-3", "data.spacing_range=[1, 2]"]))
+    assert cfg.optim.lr == 1e-3 and cfg.data.spacing_range == (1.0, 2.0)  # YAML reads 1e-3 as a string
+    with pytest.raises(ConfigError, match="optim.steps"):
+        TrainConfig.from_dict(load_config(SMOKE, ["optim.steps=many"]))
+    with pytest.raises(ConfigError, match="unknown key"):
+        TrainConfig.from_dict(load_config(SMOKE, ["optim.stepz=3"]))
