@@ -192,7 +192,7 @@ def restore(
             from medidiff.restoration.noise import resolve_sigma
 
             sigma_units = resolve_sigma(sigma, np.asarray(vol.data, dtype=np.float32), noise)
-            fg = _foreground(y, margin=4)
+            fg = _foreground(y, margin=4).to(y.device)
             background = float(y[~fg].median()) if bool((~fg).any()) else -1.0
             den = patch_denoiser(fg, background)
             result = tasks.denoise(

@@ -70,7 +70,7 @@ def denoise(
     x_t = alpha * y
     info: dict[str, Any] = {"t_star": t_star, "noise_sigma_model": noise_sigma}
     if samples <= 1:
-        pred = denoiser(x_t, torch.full((y.shape[0],), t_star, dtype=torch.float64))
+        pred = denoiser(x_t, torch.full((y.shape[0],), t_star, dtype=torch.float64, device=y.device))
         info.update(method="tweedie", network_evaluations=1)
         return TaskResult(pred.x0, None, info)
     run = get_sampler(sampler, sde, steps)
@@ -248,6 +248,7 @@ def restore_unknown(
     ``init`` (the shape of the output) is a classical first guess (for thick slices, an interpolation onto
     the fine grid) that is diffused to ``t_start`` to start the chain.
     """
+    degradation.operator.to(y.device)  # in place: the Parameters listed in degradation.parameters move too
     rule: Conditioning = GDP(
         degradation.operator,
         y,
