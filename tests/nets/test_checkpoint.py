@@ -14,7 +14,12 @@ from medidiff.nets.checkpoint import load_model, save_model
 from medidiff.nets.model import DiffusionModel
 
 TINY = {
-    "unet": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8},
+    "unet": {
+        "channels": [8, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False],
+        "norm_num_groups": 8,
+    },
     "patch_size": [16, 16, 16],
     "prediction_type": "v",
 }
@@ -73,7 +78,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
     config = json.loads(path.with_suffix(".json").read_text())
     config["model"]["unet"]["channels"] = [16, 32]
     path.with_suffix(".json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="shape|do not match"):
+    with pytest.raises(ModelError, match=r"shape|do not match"):
         load_model(path)
 
 

@@ -10,7 +10,12 @@ from medidiff.nets.model import DiffusionModel
 from medidiff.nets.unet import count_parameters, unet_config
 
 CFG = {
-    "unet": {"channels": [8, 16], "num_res_blocks": 1, "attention_levels": [False, False], "norm_num_groups": 8},
+    "unet": {
+        "channels": [8, 16],
+        "num_res_blocks": 1,
+        "attention_levels": [False, False],
+        "norm_num_groups": 8,
+    },
     "patch_size": [16, 16, 16],
 }
 
