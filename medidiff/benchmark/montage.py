@@ -1,0 +1,183 @@
+"""PNG montages of a benchmark case: every method side by side, in three orthogonal views.
+
+Layout (one column per panel, readable at a glance)::
+
+                 reference  degraded  medidiff  bm4d  ...  [uncertainty]
+    axial        image      image     image     image
+    coronal      ...
+    sagittal     ...
+    |error| ax.  (mask)     error     error     error
+    |error| cor.
+    |error| sag.
+
+* Images share one grey window: the reference's 0.5-99.5th percentiles, so brightness is comparable.
+* Error maps show |output - reference| on a fixed scale from 0 to a quarter of that window (hot colours);
+  the reference column shows the missing-voxel mask instead, when there is one.
+* Column titles carry PSNR / SSIM; slices pass through the missing region when there is one.
+* Volumes are turned to the nearest RAS orientation and drawn with their physical aspect ratio: x grows
+  towards the subject's right (neurological convention) or anterior (sagittal); superior/anterior are up.
+
+Built on Pillow only (its bundled font), so montages need no plotting library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PANEL_PX = 170  # longest physical side of a view, in pixels
+ERROR_FRACTION = 0.25  # error maps span 0 .. this fraction of the grey window
+_VIEWS = ("axial", "coronal", "sagittal")
+
+
+@dataclass
+class Panel:
+    """One column: a title line, a subtitle (scores) and its volume (on the reference grid)."""
+
+    title: str
+    volume: np.ndarray
+    subtitle: str = ""
+    error: bool = True  # draw its error map below
+    colour: bool = False  # hot colours (uncertainty) instead of grey
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Data reoriented to the closest RAS axes, and its voxel sizes."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)[ornt[:, 0].astype(int)]
+    return nib.orientations.apply_orientation(data, ornt), spacing
+
+
+def _hot(values: np.ndarray) -> np.ndarray:
+    """values in [0, 1] -> (H, W, 3) uint8, black -> red -> yellow -> white."""
+    v = np.clip(values, 0.0, 1.0)
+    rgb = np.stack([np.clip(3 * v, 0, 1), np.clip(3 * v - 1, 0, 1), np.clip(3 * v - 2, 0, 1)], axis=-1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def _slices(volume: np.ndarray, index: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """The three views as 2D arrays in display order (rows top to bottom, columns left to right)."""
+    i, j, k = index
+    return {
+        "axial": volume[:, :, k].T[::-1],  # x = R, up = A
+        "coronal": volume[:, j, :].T[::-1],  # x = R, up = S
+        "sagittal": volume[i, :, :].T[::-1],  # x = A, up = S
+    }
+
+
+def choose_slices(
+    shape: tuple[int, ...], missing: np.ndarray | None, foreground: np.ndarray
+) -> tuple[int, int, int]:
+    """Per axis: the slice with the most missing voxels, else the centre of the foreground's bounding box."""
+    index = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        if missing is not None and missing.any():
+            counts = missing.sum(axis=others)
+            # Among the slices through the most holes, take the middle one (a whole missing slice would
+            # otherwise win along its own axis and show nothing but the fill value).
+            counts = np.where(counts == missing.shape[others[0]] * missing.shape[others[1]], 0, counts)
+            index.append(int(np.argmax(counts)) if counts.max() > 0 else shape[axis] // 2)
+        else:
+            hits = np.flatnonzero(foreground.any(axis=others))
+            index.append(int((hits[0] + hits[-1]) // 2) if len(hits) else shape[axis] // 2)
+    return index[0], index[1], index[2]
+
+
+def _to_image(plane: np.ndarray, size: tuple[int, int], colour: bool, low: float, high: float) -> object:
+    from PIL import Image
+
+    scaled = (plane - low) / max(high - low, 1e-12)
+    pixels = _hot(scaled) if colour else (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    upscale = size[0] >= plane.shape[1]
+    return image.resize(size, Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS)
+
+
+def render(
+    reference: np.ndarray,
+    affine: np.ndarray,
+    panels: list[Panel],
+    title: str,
+    missing: np.ndarray | None = None,
+    foreground: np.ndarray | None = None,
+) -> object:
+    """Draw the montage; returns a PIL image (see the module docstring for the layout).
+
+    Args:
+        reference: (I, J, K) clean volume (first column).
+        affine: its (4, 4) voxel -> world transform (for orientation and aspect ratio).
+        panels: the other columns (degraded input, each method, optional uncertainty).
+        title: the header line.
+        missing: (I, J, K) bool missing voxels (slice choice and the reference's error-row mask).
+        foreground: (I, J, K) bool foreground (slice choice).
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    ref, spacing = _canonical(np.asarray(reference, dtype=np.float64), affine)
+    columns = [Panel("reference", np.asarray(reference), "", error=False), *panels]
+    vols = [_canonical(np.asarray(p.volume, dtype=np.float64), affine)[0] for p in columns]
+    miss = None if missing is None else _canonical(np.asarray(missing, dtype=bool), affine)[0]
+    fg = ref > np.percentile(ref, 50) if foreground is None else _canonical(foreground, affine)[0]
+    index = choose_slices(ref.shape, miss, fg)
+    low, high = (float(v) for v in np.percentile(ref, [0.5, 99.5]))
+    err_high = ERROR_FRACTION * (high - low)
+
+    extent = np.asarray(ref.shape) * spacing  # mm along R, A, S
+    scale = PANEL_PX / float(extent.max())
+    sizes = {  # (width, height) in pixels
+        "axial": (round(extent[0] * scale), round(extent[1] * scale)),
+        "coronal": (round(extent[0] * scale), round(extent[2] * scale)),
+        "sagittal": (round(extent[1] * scale), round(extent[2] * scale)),
+    }
+    col_w = max(s[0] for s in sizes.values()) + 6
+    font = ImageFont.load_default(size=13)
+    small = ImageFont.load_default(size=11)
+    label_w, header_h, colhead_h, gap = 78, 26, 36, 8
+    rows = [(v, False) for v in _VIEWS] + [(v, True) for v in _VIEWS]
+    height = header_h + colhead_h + sum(sizes[v][1] + 4 for v, _ in rows) + gap + 18
+    canvas = Image.new("RGB", (label_w + col_w * len(columns), height), (20, 20, 20))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 6), title, fill=(255, 255, 255), font=font)
+    for c, panel in enumerate(columns):
+        x = label_w + c * col_w
+        draw.text((x + 3, header_h), panel.title, fill=(255, 255, 255), font=font)
+        if panel.subtitle:
+            draw.text((x + 3, header_h + 16), panel.subtitle, fill=(200, 200, 120), font=small)
+    y = header_h + colhead_h
+    for view, is_error in rows:
+        w, h = sizes[view]
+        if is_error and view == "axial":
+            y += gap
+        name = f"|error| {view[:3]}." if is_error else view
+        draw.text((6, y + h // 2 - 7), name, fill=(190, 190, 190), font=small)
+        for c, (panel, vol) in enumerate(zip(columns, vols, strict=True)):
+            x = label_w + c * col_w + (col_w - w) // 2
+            if not is_error:
+                plane = _slices(vol, index)[view]
+                lo, hi = (0.0, float(np.percentile(vol, 99.9)) or 1.0) if panel.colour else (low, high)
+                canvas.paste(_to_image(plane, (w, h), panel.colour, lo, hi), (x, y))  # type: ignore[arg-type]
+            elif panel.error and not panel.colour:
+                plane = np.abs(_slices(vol, index)[view] - _slices(ref, index)[view])
+                canvas.paste(_to_image(plane, (w, h), True, 0.0, err_high), (x, y))  # type: ignore[arg-type]
+            elif c == 0 and miss is not None:
+                plane = _slices(miss.astype(np.float64), index)[view]
+                canvas.paste(_to_image(plane, (w, h), False, 0.0, 1.0), (x, y))  # type: ignore[arg-type]
+                draw.text((x + 2, y + 2), "missing", fill=(255, 255, 255), font=small)
+        y += h + 4
+    note = f"grey window {low:.4g}-{high:.4g}; errors 0-{err_high:.4g} (black-red-yellow-white)"
+    draw.text((8, height - 16), note, fill=(160, 160, 160), font=small)
+    return canvas
+
+
+def save_montage(image: object, path: Path) -> Path:
+    """Write the montage PNG atomically."""
+    from medidiff.fsutil import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        image.save(tmp, format="PNG", optimize=True)  # type: ignore[attr-defined]
+    return path

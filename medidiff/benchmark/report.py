@@ -1,0 +1,186 @@
+"""Benchmark tables (CSV and Markdown), target checks, and docs/benchmarks.md sections.
+
+The Markdown table has one row per case and method. PSNR is whole-volume; "PSNR region" is over the
+case's region (foreground or missing voxels, named in the column cell); "PSNR fit" is over the foreground
+after a global scale fit. The best value of each case is in bold. Peak RSS is the memory high-water mark of
+the process that ran the method (see :mod:`medidiff.benchmark.worker`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+from medidiff.benchmark.config import BenchConfig
+
+COLUMNS = (
+    "case",
+    "volume",
+    "label",
+    "contrast",
+    "degradation",
+    "task",
+    "method",
+    "psnr",
+    "ssim",
+    "psnr_region",
+    "region",
+    "psnr_fit",
+    "seconds",
+    "network_evaluations",
+    "peak_rss_mib",
+    "memory_measure",
+    "error",
+)
+_METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "psnr_region": "PSNR region", "psnr_fit": "PSNR fit"}
+
+
+def _number(value: Any, digits: int) -> str:
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return f"{float(value):.{digits}f}"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """All rows as CSV (full precision), columns :data:`COLUMNS`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+    return buffer.getvalue()
+
+
+def _best(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [
+        r[key] for r in rows if r.get(key) is not None and r["method"] != "input" and not r.get("error")
+    ]
+    return max(values) if values else None
+
+
+def markdown_table(rows: list[dict[str, Any]], montage_links: dict[str, str] | None = None) -> str:
+    """The results as one Markdown table; ``montage_links`` maps case ids to image paths to link."""
+    head = (
+        "| case | method | PSNR (dB) | SSIM | PSNR region (dB) | PSNR fit (dB) | seconds | network evals "
+        "| peak RSS (MiB) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = []
+    by_case: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_case.setdefault(row["case"], []).append(row)
+    for case_id, group in by_case.items():
+        first = group[0]
+        best = {k: _best(group, k) for k in _METRIC_NAMES}
+        name = f"{first['label'] or first['volume']}: {first['degradation']}"
+        if montage_links and case_id in montage_links:
+            name += f" ([montage]({montage_links[case_id]}))"
+        for i, row in enumerate(group):
+            cells = [name if i == 0 else "", "degraded input" if row["method"] == "input" else row["method"]]
+            if row.get("error"):
+                cells += [f"failed: {row['error']}", "", "", "", "", "", ""]
+            else:
+                for key, digits in (("psnr", 2), ("ssim", 4), ("psnr_region", 2), ("psnr_fit", 2)):
+                    text = _number(row.get(key), digits)
+                    if key == "psnr_region" and text:
+                        text += f" ({row['region']})"
+                    if text and row["method"] != "input" and row.get(key) == best[key]:
+                        text = f"**{text}**"
+                    cells.append(text)
+                method_cost = row["method"] != "input"
+                cells += [
+                    _number(row.get("seconds"), 1) if method_cost else "",
+                    str(row.get("network_evaluations") or 0) if method_cost else "",
+                    _number(row.get("peak_rss_mib"), 0) if method_cost else "",
+                ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def check_targets(config: BenchConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Evaluate every configured target: medidiff's metric >= the baseline's + margin, per case."""
+    checks = []
+    index = {(r["case"], r["method"]): r for r in rows}
+    for case in config.cases():
+        for target in case.degradation.targets:
+            ours, theirs = index.get((case.id, "medidiff")), index.get((case.id, target.baseline))
+            if ours is None or theirs is None:
+                continue
+            a, b = ours.get(target.metric), theirs.get(target.metric)
+            passed = a is not None and b is not None and a >= b + target.margin
+            checks.append(
+                {
+                    "case": case.id,
+                    "label": f"{case.volume.label or case.volume.name}: {case.degradation.name}",
+                    "metric": target.metric,
+                    "baseline": target.baseline,
+                    "margin": target.margin,
+                    "medidiff": a,
+                    "baseline_value": b,
+                    "passed": passed,
+                }
+            )
+    return checks
+
+
+def targets_table(checks: list[dict[str, Any]]) -> str:
+    """The target checks as a Markdown table (empty string when there are none)."""
+    if not checks:
+        return ""
+    lines = ["| case | target | medidiff | baseline | met |", "|---|---|---:|---:|---|"]
+    for c in checks:
+        digits = 4 if c["metric"] == "ssim" else 2
+        margin = f" + {c['margin']:g}" if c["margin"] else ""
+        target = f"{_METRIC_NAMES[c['metric']]} >= {c['baseline']}{margin}"
+        met = "yes" if c["passed"] else "**no**"
+        lines.append(
+            f"| {c['label']} | {target} | {_number(c['medidiff'], digits)} | "
+            f"{_number(c['baseline_value'], digits)} | {met} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(model: str) -> str:
+    """Where and with what the numbers were measured."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    return f"Model `{model}`; {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}."
+
+
+def write_tables(config: BenchConfig, rows: list[dict[str, Any]], out: Path, model: str) -> None:
+    """Write ``results.csv`` and ``results.md`` (table, targets, montage links) into ``out``."""
+    from medidiff.fsutil import atomic_path
+
+    links = {r["case"]: f"montages/{r['case']}.png" for r in rows}
+    checks = check_targets(config, rows)
+    text = f"# {config.title or config.name}\n\n{machine_line(model)}\n\n" + markdown_table(rows, links)
+    if checks:
+        text += "\n## Targets\n\n" + targets_table(checks)
+    with atomic_path(out / "results.csv") as tmp:
+        tmp.write_text(csv_text(rows))
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(text)
+
+
+def replace_section(document: Path, name: str, body: str) -> None:
+    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``document`` (the
+    section is appended when absent). Other sections are left untouched."""
+    from medidiff.fsutil import atomic_path
+
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = document.read_text() if document.exists() else ""
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
+    with atomic_path(document) as tmp:
+        tmp.write_text(text)
