@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from medidiff import __version__
 
@@ -29,9 +30,22 @@ COMMANDS = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, ``medidiff: error: ...``, exit code 2.
+
+    argparse's default prints the usage block and prefixes subcommand errors with ``medidiff restore:``;
+    front ends (the Slicer module, scripts) parse the one-line ``medidiff: error:`` form of every error.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        hint = f" (see medidiff {command} --help)" if command else " (see medidiff --help)"
+        self.exit(2, f"medidiff: error: {message}{hint}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the full `medidiff` parser (used by the CLI and by the docs' CLI reference)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="medidiff",
         description="Restore 3D medical volumes with diffusion models.",
     )

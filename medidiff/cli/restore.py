@@ -45,7 +45,7 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=_positive_int,
         default=None,
-        help="network evaluations of the chain (default: 10 per denoise sample, 50 otherwise)",
+        help="network evaluations of the chain (default: 25 per denoise sample, 50 otherwise)",
     )
     p.add_argument(
         "--samples", type=_positive_int, default=1, help="posterior samples to average (default 1)"

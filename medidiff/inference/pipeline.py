@@ -23,7 +23,7 @@ from medidiff.transforms import Normalizer
 TASKS = ("denoise", "inpaint", "restore")
 NOISE_MODELS = ("gaussian", "rician")
 DEGRADATIONS = ("bias", "blur", "slices")
-DEFAULT_STEPS = {"denoise": 10, "inpaint": 50, "restore": 50}
+DEFAULT_STEPS = {"denoise": 25, "inpaint": 50, "restore": 50}
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -130,7 +130,7 @@ def restore(
         mask: inpainting mask (Volume, array or MetaTensor of the input's shape; nonzero = missing).
         degradation: for ``restore``: any of bias, blur, slices (comma-separated string or list).
         target_spacing: for ``slices``: the through-plane spacing (mm) of the output (default: in-plane).
-        steps: network-evaluation budget of the chain (task defaults: 10 per denoise sample, 50 otherwise).
+        steps: network-evaluation budget of the chain (task defaults: 25 per denoise sample, 50 otherwise).
         samples: number of posterior samples averaged (their std is the uncertainty).
         seed: makes the result reproducible.
         device: ``auto``, ``cpu`` or ``cuda``.
