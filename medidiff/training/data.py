@@ -40,6 +40,7 @@ class PatchDataConfig:
     patch_size: tuple[int, int, int] = (48, 48, 48)
     spacing_range: tuple[float, float] = (0.8, 1.5)
     max_rotation_deg: float = 10.0
+    resample_prob: float = 0.5
     gamma_range: tuple[float, float] = (0.7, 1.5)
     histogram_shift_prob: float = 0.3
     invert_prob: float = 0.2
@@ -71,7 +72,9 @@ class RandResampleRotated(RandomizableTransform, MapTransform):
     """Resample ``image`` to a random isotropic voxel size and rotate it slightly, output ``patch_size``.
 
     A voxel size is drawn uniformly in ``[max(lo, native), max(hi, 1.1 * native)]`` per volume: a volume is
-    never upsampled beyond its native resolution, which would teach the prior blurred images.
+    never upsampled beyond its native resolution, which would teach the prior blurred images. Interpolation
+    itself smooths a little, so with probability ``1 - resample_prob`` the patch is instead cut on the native
+    grid (centre crop, zero-padded if the volume is smaller): the prior also sees unresampled texture.
     """
 
     def __init__(
@@ -80,8 +83,9 @@ class RandResampleRotated(RandomizableTransform, MapTransform):
         patch_size: Sequence[int],
         spacing_range: tuple[float, float],
         max_rotation_deg: float,
+        resample_prob: float = 1.0,
     ) -> None:
-        RandomizableTransform.__init__(self, prob=1.0)
+        RandomizableTransform.__init__(self, prob=resample_prob)
         MapTransform.__init__(self, keys)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spacing_range = spacing_range
@@ -89,6 +93,14 @@ class RandResampleRotated(RandomizableTransform, MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            from monai.transforms import CenterSpatialCrop, SpatialPad
+
+            crop, pad = CenterSpatialCrop(self.patch_size), SpatialPad(self.patch_size, mode="constant")
+            for key in self.key_iterator(d):
+                d[key] = torch.as_tensor(pad(crop(d[key])))
+            return d
         native = float(np.min(d["spacing"]))
         lo = max(self.spacing_range[0], native)
         hi = max(self.spacing_range[1], 1.1 * native)
@@ -151,7 +163,9 @@ def patch_transform(cfg: PatchDataConfig) -> Compose:
                 num_samples=1,
                 allow_smaller=True,
             ),
-            RandResampleRotated(["image"], cfg.patch_size, cfg.spacing_range, cfg.max_rotation_deg),
+            RandResampleRotated(
+                ["image"], cfg.patch_size, cfg.spacing_range, cfg.max_rotation_deg, cfg.resample_prob
+            ),
             RandFlipd(["image"], prob=0.5, spatial_axis=0),
             RandFlipd(["image"], prob=0.5, spatial_axis=1),
             RandFlipd(["image"], prob=0.5, spatial_axis=2),
