@@ -179,7 +179,7 @@ def _volumes(raw: list[Any], base: Path) -> list[VolumeSpec]:
             out.append(
                 VolumeSpec(
                     name=name if len(paths) == 1 else f"{name}-{path.name.split('.')[0]}",
-                    path=str(path),
+                    path=str(path.resolve()),
                     label=str(item.get("label", "")),
                     contrast=str(item.get("contrast", "")),
                     index=None if item.get("index") is None else int(item["index"]),

@@ -72,16 +72,18 @@ def _slices(volume: np.ndarray, index: tuple[int, int, int]) -> dict[str, np.nda
 def choose_slices(
     shape: tuple[int, ...], missing: np.ndarray | None, foreground: np.ndarray
 ) -> tuple[int, int, int]:
-    """Per axis: the slice with the most missing voxels, else the centre of the foreground's bounding box."""
+    """Per axis: the slice through the most missing foreground voxels (so holes show), else the centre of
+    the foreground's bounding box."""
     index = []
     for axis in range(3):
         others = tuple(a for a in range(3) if a != axis)
-        if missing is not None and missing.any():
-            counts = missing.sum(axis=others)
-            # Among the slices through the most holes, take the middle one (a whole missing slice would
-            # otherwise win along its own axis and show nothing but the fill value).
-            counts = np.where(counts == missing.shape[others[0]] * missing.shape[others[1]], 0, counts)
-            index.append(int(np.argmax(counts)) if counts.max() > 0 else shape[axis] // 2)
+        inside = None if missing is None else missing & foreground
+        counts = None if inside is None else inside.sum(axis=others)
+        if counts is not None and missing is not None:
+            # A wholly missing slice would win along its own axis and show nothing but the fill value.
+            counts = np.where(missing.all(axis=others), 0, counts)
+        if counts is not None and counts.max() > 0:
+            index.append(int(np.argmax(counts)))
         else:
             hits = np.flatnonzero(foreground.any(axis=others))
             index.append(int((hits[0] + hits[-1]) // 2) if len(hits) else shape[axis] // 2)
@@ -176,8 +178,12 @@ def render(
 
 def save_montage(image: object, path: Path) -> Path:
     """Write the montage PNG atomically."""
+    from PIL import Image
+
     from medidiff.fsutil import atomic_path
 
+    # 256 adaptive colours (grey levels and the error maps' ramp): noise makes full-colour PNGs 3x larger.
+    palette = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT)  # type: ignore[attr-defined]
     with atomic_path(path, suffix=".png") as tmp:
-        image.save(tmp, format="PNG", optimize=True)  # type: ignore[attr-defined]
+        palette.save(tmp, format="PNG", optimize=True)
     return path

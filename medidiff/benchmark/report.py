@@ -151,6 +151,11 @@ def machine_line(model: str) -> str:
     import os
 
     cpu = platform.processor() or platform.machine()
+    try:  # the CPU's model name, where Linux tells it
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
     return f"Model `{model}`; {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}."
 
 
@@ -184,3 +189,33 @@ def replace_section(document: Path, name: str, body: str) -> None:
         text = text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
     with atomic_path(document) as tmp:
         tmp.write_text(text)
+
+
+def docs_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, image_dir: str) -> str:
+    """The docs/benchmarks.md section of a benchmark: what it measures, the table, the targets.
+
+    Args:
+        config: the benchmark.
+        rows: its result rows.
+        model: the medidiff model used.
+        image_dir: where its montages were copied, relative to docs/ (links in the table).
+    """
+    import time
+
+    links = {r["case"]: f"{image_dir}/{r['case']}.png" for r in rows}
+    source = Path(config.source).name if config.source else config.name
+    lines = [
+        f"### {config.title or config.name}",
+        "",
+        f"`medidiff benchmark --config configs/bench/{source}` ({time.strftime('%Y-%m-%d')}). "
+        + machine_line(model),
+        "",
+    ]
+    if config.description:
+        lines += [config.description.strip(), ""]
+    text = "\n".join(lines) + markdown_table(rows, links)
+    checks = check_targets(config, rows)
+    if checks:
+        met = sum(c["passed"] for c in checks)
+        text += f"\nTargets met: {met} of {len(checks)}.\n\n" + targets_table(checks)
+    return text
