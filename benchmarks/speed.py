@@ -228,7 +228,7 @@ def render(results: dict[str, Any], model: str, small: bool) -> str:
     from medidiff.benchmark.report import machine_line
 
     lines = [
-        "### Speed and memory",
+        "## Speed and memory",
         "",
         f"Measured by `benchmarks/speed.py` ({results['date']}). {machine_line(model)} "
         f"{results['threads']} torch threads."

@@ -13,7 +13,7 @@ DOCS = Path(__file__).resolve().parent
 def main(render: Callable[[], str], target: Path, argv: list[str] | None = None) -> int:
     """``python -m docs.gen_x [--check]``: write ``target`` from ``render()``, or with ``--check`` exit 1
     when the committed file differs (so a stale page fails loudly instead of drifting)."""
-    parser = argparse.ArgumentParser(description=f"regenerate {target.relative_to(DOCS.parent)}")
+    parser = argparse.ArgumentParser(description=f"regenerate docs/{target.name}")
     parser.add_argument("--check", action="store_true", help="only check that the committed file is current")
     args = parser.parse_args(argv)
     text = render()

@@ -205,7 +205,7 @@ def docs_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, im
     links = {r["case"]: f"{image_dir}/{r['case']}.png" for r in rows}
     source = Path(config.source).name if config.source else config.name
     lines = [
-        f"### {config.title or config.name}",
+        f"## {config.title or config.name}",
         "",
         f"`medidiff benchmark --config configs/bench/{source}` ({time.strftime('%Y-%m-%d')}). "
         + machine_line(model),
