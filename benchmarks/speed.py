@@ -205,6 +205,7 @@ def child(kind: str, model: str, threads: int, shape: tuple[int, int, int]) -> d
 
 def _run_child(kind: str, model: str, threads: int, shape: tuple[int, int, int]) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # spinning OpenMP threads crawl on a shared machine
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--model", model]
@@ -315,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    # Before torch loads: OpenMP's default active wait makes multi-threaded calls crawl whenever other
+    # processes share the cores (measured 20-50x on this project's 2-core machines); passive waiting does not.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.child:
         record = child(args.child, args.model, args.threads, tuple(args.shape))
         args.result.write_text(json.dumps(record))

@@ -142,7 +142,9 @@ def render(
     label_w, header_h, colhead_h, gap = 78, 26, 36, 8
     rows = [(v, False) for v in _VIEWS] + [(v, True) for v in _VIEWS]
     height = header_h + colhead_h + sum(sizes[v][1] + 4 for v, _ in rows) + gap + 18
-    canvas = Image.new("RGB", (label_w + col_w * len(columns), height), (20, 20, 20))
+    # Long titles widen the canvas rather than being cut off.
+    title_w = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)) + 16
+    canvas = Image.new("RGB", (max(label_w + col_w * len(columns), title_w), height), (20, 20, 20))
     draw = ImageDraw.Draw(canvas)
     draw.text((8, 6), title, fill=(255, 255, 255), font=font)
     for c, panel in enumerate(columns):
@@ -169,6 +171,8 @@ def render(
             elif c == 0 and miss is not None:
                 plane = _slices(miss.astype(np.float64), index)[view]
                 canvas.paste(_to_image(plane, (w, h), False, 0.0, 1.0), (x, y))  # type: ignore[arg-type]
+                box = draw.textbbox((x + 2, y + 2), "missing", font=small)
+                draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(20, 20, 20))
                 draw.text((x + 2, y + 2), "missing", fill=(255, 255, 255), font=small)
         y += h + 4
     note = f"grey window {low:.4g}-{high:.4g}; errors 0-{err_high:.4g} (black-red-yellow-white)"

@@ -146,6 +146,19 @@ def targets_table(checks: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def model_description(model: str) -> str:
+    """``model`` with the number of training steps its JSON config records, when readable."""
+    from medidiff.errors import MedidiffError
+    from medidiff.nets.checkpoint import read_model_config
+
+    try:
+        training = read_model_config(model).get("training", {}) or {}
+    except MedidiffError:
+        return f"`{model}` (not found)"
+    steps = training.get("steps")
+    return f"`{model}`" + (f" ({steps} training steps)" if steps is not None else "")
+
+
 def machine_line(model: str) -> str:
     """Where and with what the numbers were measured."""
     import os
@@ -156,7 +169,8 @@ def machine_line(model: str) -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"Model `{model}`; {os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}."
+    machine = f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}"
+    return f"Model {model_description(model)}. {machine}."
 
 
 def write_tables(config: BenchConfig, rows: list[dict[str, Any]], out: Path, model: str) -> None:

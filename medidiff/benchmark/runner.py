@@ -100,6 +100,7 @@ def _run_subprocess(job: dict[str, Any], folder: Path, threads: int) -> dict[str
         "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see medidiff.cli.benchmark.run
     proc = subprocess.run(
         [sys.executable, "-m", "medidiff.benchmark.worker", str(job_path), str(result_path)],
         env=env,

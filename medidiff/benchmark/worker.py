@@ -6,7 +6,9 @@ Two isolation modes, both honest about what they measure:
   interpreter. Peak memory is the kernel's RSS high-water mark of that process (``ru_maxrss``): it counts
   the interpreter, the libraries the method imports (torch for medidiff), the case's volumes and every
   transient buffer of the method, with no sampling gap. Time is the wall clock of the restoration call
-  alone, started after the inputs (and the model) are loaded.
+  alone, started after the inputs (and the model) are loaded. The worker runs with ``OMP_WAIT_POLICY=PASSIVE``
+  unless set otherwise: OpenMP's default spinning makes multi-threaded runs many times slower whenever
+  other processes share the cores.
 * ``inprocess``: the job runs inside the harness. A thread samples the process's RSS (psutil) every 5 ms
   during the call and reports the maximum; it can miss spikes shorter than that and includes whatever the
   harness already holds. It exists for quick runs and tests.

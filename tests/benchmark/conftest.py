@@ -40,9 +40,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_quick_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """configs/bench/quick.yaml with its volume crop shrunk to 32 x 32 x 40 (same cases, same methods), on one
-    thread (two OpenMP threads on a machine shared with other jobs can be 100 times slower)."""
+    thread (two OpenMP threads on a machine shared with other jobs can be 100 times slower), and with two
+    posterior samples for inpainting."""
     raw: dict[str, Any] = yaml.safe_load(QUICK.read_text())
     raw["threads"] = 1
+    for degradation in raw["degradations"]:
+        if degradation["task"] == "inpaint":  # two posterior samples: exercises the uncertainty column
+            degradation["medidiff"] = {**degradation.get("medidiff", {}), "samples": 2}
     for volume in raw["volumes"]:
         volume["path"] = str(REPO / volume["path"])
         volume["crop"] = [32, 32, 40]

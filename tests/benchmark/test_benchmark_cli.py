@@ -60,7 +60,7 @@ def test_tables_have_every_case_and_method(first_run: Path) -> None:
             assert float(row["seconds"]) > 0 and float(row["peak_rss_mib"]) > 50
     # the network-evaluation budget: Tweedie denoising is 1; the chains take the --steps budget
     assert by[("sample__denoise-gaussian-5", "medidiff")]["network_evaluations"] == "1"
-    assert int(by[("sample__inpaint-holes-slices", "medidiff")]["network_evaluations"]) <= 2
+    assert int(by[("sample__inpaint-holes-slices", "medidiff")]["network_evaluations"]) <= 2 * 2  # 2 samples
     assert by[("sample__denoise-gaussian-5", "tv")]["network_evaluations"] == "0"
     # region columns: inpainting is scored inside the missing voxels, the bias case after a scale fit
     inpaint = by[("sample__inpaint-holes-slices", "biharmonic")]
@@ -77,11 +77,16 @@ def test_tables_have_every_case_and_method(first_run: Path) -> None:
 
 
 def test_montages_are_written(first_run: Path) -> None:
+    widths = {}
     for case in ("denoise-gaussian-5", "inpaint-holes-slices", "restore-bias", "restore-thick"):
         with Image.open(first_run / "montages" / f"sample__{case}.png") as image:
             assert image.format == "PNG"
             # reference, degraded and two methods side by side, six rows of views
             assert image.width > 4 * 100 and image.height > 6 * 60
+            widths[case] = image.width
+    # inpainting drew two posterior samples: their std is one more column, and a volume next to the output
+    assert widths["inpaint-holes-slices"] > widths["restore-bias"]
+    assert (first_run / "cases" / "sample__inpaint-holes-slices" / "medidiff_uncertainty.nii.gz").exists()
 
 
 def test_outputs_are_on_the_reference_grid(first_run: Path) -> None:
@@ -113,18 +118,25 @@ def test_second_run_resumes(
 def test_changed_settings_rerun_only_that_case(
     tmp_path: Path, small_quick_config: Path, tiny_model: Path, run_cli: Run
 ) -> None:
-    """A different --steps changes the cases' digest; the subprocess worker measures ru_maxrss."""
-    args = ["benchmark", "--config", small_quick_config, "--out", tmp_path / "b", "--model", tiny_model]
-    args += ["--cases", "*denoise*", "--methods", "tv", "--quiet"]
-    proc = run_cli(*args)
+    """The worker runs in a fresh process (ru_maxrss); a different --steps changes the case's digest."""
+    from medidiff.benchmark.runner import RunOptions, run_benchmark
+
+    out = tmp_path / "b"
+    args = ["benchmark", "--config", small_quick_config, "--out", out, "--model", tiny_model]
+    proc = run_cli(*args, "--cases", "*denoise*", "--methods", "tv", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
-    rows = _rows(tmp_path / "b")
+    rows = _rows(out)
     assert [r["method"] for r in rows] == ["input", "tv"]
     assert rows[1]["memory_measure"] == "ru_maxrss"  # the config's default isolation: a fresh process
-    record = tmp_path / "b" / "cases" / "sample__denoise-gaussian-5" / "tv.json"
+    record = out / "cases" / "sample__denoise-gaussian-5" / "tv.json"
     before = record.stat().st_mtime_ns
-    assert run_cli(*args, "--steps", "3").returncode == 0
+    options = RunOptions(out, str(tiny_model), quiet=True, cases=["*denoise*"], methods=["tv"])
+    assert run_benchmark(load_config(small_quick_config), options).reused == 1
+    assert record.stat().st_mtime_ns == before
+    options.steps = 3
+    summary = run_benchmark(load_config(small_quick_config), options)
+    assert (summary.ran, summary.reused) == (1, 0)
     assert record.stat().st_mtime_ns != before
 
 
