@@ -13,7 +13,8 @@ Layout (one column per panel, readable at a glance)::
 * Images share one grey window: the reference's 0.5-99.5th percentiles, so brightness is comparable.
 * Error maps show |output - reference| on a fixed scale from 0 to a quarter of that window (hot colours);
   the reference column shows the missing-voxel mask instead, when there is one.
-* Column titles carry PSNR / SSIM; slices pass through the missing region when there is one.
+* Column titles carry PSNR / SSIM (and, for bias-field cases, the scale-fitted PSNR: those columns are
+  drawn after the same global scale fit); slices pass through the missing region when there is one.
 * Volumes are turned to the nearest RAS orientation and drawn with their physical aspect ratio: x grows
   towards the subject's right (neurological convention) or anterior (sagittal); superior/anterior are up.
 
@@ -34,7 +35,8 @@ _VIEWS = ("axial", "coronal", "sagittal")
 
 @dataclass
 class Panel:
-    """One column: a title line, a subtitle (scores) and its volume (on the reference grid)."""
+    """One column: a title line, a subtitle (scores; may hold several lines) and its volume (reference
+    grid)."""
 
     title: str
     volume: np.ndarray
@@ -139,7 +141,8 @@ def render(
     col_w = max(s[0] for s in sizes.values()) + 6
     font = ImageFont.load_default(size=13)
     small = ImageFont.load_default(size=11)
-    label_w, header_h, colhead_h, gap = 78, 26, 36, 8
+    label_w, header_h, gap = 78, 26, 8
+    colhead_h = 22 + 14 * max(len(p.subtitle.splitlines()) for p in columns)
     rows = [(v, False) for v in _VIEWS] + [(v, True) for v in _VIEWS]
     height = header_h + colhead_h + sum(sizes[v][1] + 4 for v, _ in rows) + gap + 18
     # Long titles widen the canvas rather than being cut off.
@@ -151,7 +154,8 @@ def render(
         x = label_w + c * col_w
         draw.text((x + 3, header_h), panel.title, fill=(255, 255, 255), font=font)
         if panel.subtitle:
-            draw.text((x + 3, header_h + 16), panel.subtitle, fill=(200, 200, 120), font=small)
+            for line_no, line in enumerate(panel.subtitle.splitlines()):
+                draw.text((x + 3, header_h + 16 + 13 * line_no), line, fill=(200, 200, 120), font=small)
     y = header_h + colhead_h
     for view, is_error in rows:
         w, h = sizes[view]

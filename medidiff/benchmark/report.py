@@ -227,7 +227,7 @@ def docs_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, im
     ]
     if config.description:
         lines += [config.description.strip(), ""]
-    text = "\n".join(lines) + markdown_table(rows, links)
+    text = "\n".join(lines).rstrip() + "\n\n" + markdown_table(rows, links)
     checks = check_targets(config, rows)
     if checks:
         met = sum(c["passed"] for c in checks)

@@ -218,11 +218,15 @@ def run_case(
                 _input_output(data) if method == INPUT else _read(folder / OUTPUT_NAME.format(method=method))
             )
             m = record["metrics"]
-            panels.append(
-                Panel(
-                    "degraded" if method == INPUT else method, output, f"{m['psnr']:.2f} dB / {m['ssim']:.3f}"
-                )
-            )
+            subtitle = f"{m['psnr']:.2f} dB / {m['ssim']:.3f}"
+            if case.degradation.scale_fit:
+                # Shown after the same global scale fit that "PSNR fit" scores (N4 changes the scale).
+                from medidiff.benchmark.scoring import scale_fit
+
+                a = scale_fit(data.reference.data, output, foreground)
+                output = a * np.asarray(output, dtype=np.float64)
+                subtitle += f"\nfit {m['psnr_fit']:.2f} dB (x{a:.3g})"
+            panels.append(Panel("degraded" if method == INPUT else method, output, subtitle))
             uncertainty = folder / UNCERTAINTY_NAME.format(method=method)
             if record.get("has_uncertainty") and uncertainty.exists():
                 panels.append(

@@ -17,7 +17,6 @@ Two isolation modes, both honest about what they measure:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -92,12 +91,12 @@ def execute(job: dict[str, Any], measure: str = "ru_maxrss") -> dict[str, Any]:
 
     folder = Path(job["case_dir"])
     method = str(job["method"])
-    if job.get("threads"):
-        os.environ.setdefault("OMP_NUM_THREADS", str(job["threads"]))
-        if method == "medidiff":
-            import torch
+    if job.get("threads") and method == "medidiff":
+        # OpenMP libraries read OMP_NUM_THREADS (set by the runner for worker processes); torch also obeys
+        # set_num_threads, which works in-process too.
+        import torch
 
-            torch.set_num_threads(int(job["threads"]))
+        torch.set_num_threads(int(job["threads"]))
     case = load_saved_case(folder)
     rss_before = _peak_rss_mib()
     args = (
