@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 PANEL_PX = 170  # longest physical side of a view, in pixels
+MIN_SIDE_PX = 64  # shortest side wanted for thin slabs ...
+MAX_PANEL_PX = 260  # ... without letting the longest side grow beyond this
 ERROR_FRACTION = 0.25  # error maps span 0 .. this fraction of the grey window
 _VIEWS = ("axial", "coronal", "sagittal")
 
@@ -132,7 +134,11 @@ def render(
     err_high = ERROR_FRACTION * (high - low)
 
     extent = np.asarray(ref.shape) * spacing  # mm along R, A, S
-    scale = PANEL_PX / float(extent.max())
+    # Thin slabs (few slices) get larger panels, up to MAX_PANEL_PX, so that their side views stay legible.
+    scale = max(
+        PANEL_PX / float(extent.max()),
+        min(MIN_SIDE_PX / float(extent.min()), MAX_PANEL_PX / float(extent.max())),
+    )
     sizes = {  # (width, height) in pixels
         "axial": (round(extent[0] * scale), round(extent[1] * scale)),
         "coronal": (round(extent[0] * scale), round(extent[2] * scale)),
