@@ -31,8 +31,9 @@ lint: install
 	$(BIN)/mypy
 
 docs: install
-	$(BIN)/python -m pip install -q mkdocs
 	$(BIN)/python -m docs.gen_cli_reference
+	$(BIN)/python -m docs.gen_api
+	$(BIN)/python -m docs.gen_troubleshooting
 	$(BIN)/mkdocs build -q
 
 clean:
