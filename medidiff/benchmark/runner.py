@@ -159,9 +159,9 @@ def run_case(
     case: Case, config: BenchConfig, options: RunOptions, model: str, summary: RunSummary
 ) -> list[dict[str, Any]]:
     """Prepare (or reuse) one case, run (or reuse) each method, score, draw the montage."""
-    from medidiff.benchmark.montage import Panel, render, save_montage
     from medidiff.fsutil import atomic_path
     from medidiff.metrics import foreground_mask
+    from medidiff.viz import Panel, render, save_montage
 
     folder = options.out / "cases" / case.id
     digest = case.digest(f"{model}|steps={options.steps}")
