@@ -36,9 +36,7 @@ volume's 99.5th percentile, so a noise step after a bias step still means 5% of 
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,23 +134,16 @@ class BenchConfig:
 
 
 def resolve_paths(entry: str, base: Path) -> list[Path]:
-    """Expand a ``pkg:<package>/<path>`` reference or a glob; relative paths are tried from the current
-    directory, then from ``base`` (the repository root when the config lies in configs/bench/)."""
-    if entry.startswith("pkg:"):
-        package, _, inner = entry[4:].partition("/")
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(
-                f"volume {entry!r}: package {package!r} is not installed (pip install {package})"
-            )
-        entry = str(Path(next(iter(spec.submodule_search_locations))) / inner)
-    candidates = [entry] if Path(entry).is_absolute() else [entry, str(base / entry)]
-    for candidate in candidates:
-        matches = sorted(glob.glob(candidate)) if any(c in candidate for c in "*?[") else [candidate]
-        found = [Path(m) for m in matches if Path(m).exists()]
-        if found:
-            return found
-    raise ConfigError(f"benchmark volume {entry!r} not found")
+    """Expand a volume entry (a path, a glob or a ``pkg:<package>/<path>`` reference) into existing paths;
+    relative paths are tried from the current directory, then from ``base`` (the repository root when the
+    config lies in configs/bench/).
+
+    Raises:
+        ConfigError: the entry names nothing (see ``medidiff.datapaths.resolve_data_paths``).
+    """
+    from medidiff.datapaths import resolve_data_paths
+
+    return resolve_data_paths(entry, base, what="benchmark volume")
 
 
 def _require(raw: dict[str, Any], key: str, where: str) -> Any:

@@ -1,13 +1,12 @@
 """Reading training configs: YAML files, ``from:`` includes, ``key.sub=value`` overrides, data paths.
 
 Data file entries may be plain paths, globs, or ``pkg:<package>/<path inside it>`` for data that ships
-inside an installed PyPI package (for example the nilearn MNI152 template), so configs stay portable.
+inside an installed PyPI package (for example the nilearn MNI152 template), so configs stay portable; they
+are resolved by ``medidiff.datapaths``.
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +64,11 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def resolve_data_files(entries: list[str]) -> list[str]:
-    """Expand ``pkg:`` references and globs into existing file or directory paths."""
-    files: list[str] = []
-    for entry in entries:
-        if entry.startswith("pkg:"):
-            package, _, inner = entry[4:].partition("/")
-            spec = importlib.util.find_spec(package)
-            if spec is None or not spec.submodule_search_locations:
-                raise ConfigError(f"data entry {entry!r}: package {package!r} is not installed")
-            entry = str(Path(next(iter(spec.submodule_search_locations))) / inner)
-        matches = sorted(glob.glob(entry)) if any(c in entry for c in "*?[") else [entry]
-        for match in matches:
-            if not Path(match).exists():
-                raise ConfigError(f"training data {match!r} not found")
-            files.append(match)
-    if not files:
-        raise ConfigError("the training config lists no data files")
-    return files
+    """The training config's ``data.files`` entries (paths, globs, ``pkg:`` references) as existing paths.
+
+    Raises:
+        ConfigError: no entry, or one that names nothing (see ``medidiff.datapaths.resolve_data_paths``).
+    """
+    from medidiff.datapaths import resolve_data_paths
+
+    return [str(path) for path in resolve_data_paths(entries, what="training data")]
