@@ -80,8 +80,6 @@ def check_task_options(args: argparse.Namespace) -> None:
         raise ConfigError("--task inpaint needs --mask MASK (nonzero = missing voxels)")
     if args.task == "restore" and not args.degradation:
         raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
-    if args.task == "restore" and args.samples > 1:
-        raise ConfigError("--samples is for denoise and inpaint; --task restore draws one sample")
     if getattr(args, "uncertainty", None) and args.samples < 2:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
     if getattr(args, "params_out", None) and args.task != "restore":

@@ -152,8 +152,6 @@ def restore(
         raise ConfigError(f"unknown noise model {noise!r} (expected gaussian or rician)")
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
-    if task == "restore" and samples > 1:
-        raise ConfigError("--samples is for denoise and inpaint; --task restore draws one sample")
     vol, kind = _as_volume(volume)
     _check_finite(vol, "the input")
     # Cheap checks of the task's own inputs come before the model is loaded.
@@ -185,7 +183,7 @@ def restore(
     model_name = model if isinstance(model, str) else str(net.config.get("source", type(net).__name__))
     info: dict[str, Any] = {"task": task, "model": model_name, "seed": seed, "device": str(dev)}
     out_affine = vol.affine
-    runs = samples if task != "restore" else 1
+    runs = samples
     with torch.no_grad(), Progress(1, task, quiet=None if progress is None else not progress) as bar:
         callback = _step_callback(bar, runs)
         if task == "denoise":
@@ -229,6 +227,7 @@ def restore(
                 patch_denoiser,
                 net,
                 n_steps,
+                samples,
                 generator,
                 callback,
             )
@@ -337,6 +336,7 @@ def _restore_unknown(
     patch_denoiser: Any,
     net: Any,
     steps: int,
+    samples: int,
     generator: torch.Generator,
     callback: Any,
 ) -> tuple[Any, np.ndarray]:
@@ -361,6 +361,7 @@ def _restore_unknown(
         net.sde,
         norm.sigma_to_model(sigma_units),
         steps=steps,
+        samples=samples,
         generator=generator,
         callback=callback,
     )

@@ -39,6 +39,11 @@ def _scalar_t(sde: SDE, t: float) -> tuple[float, float]:
     return float(alpha), float(sigma)
 
 
+def start_time(sde: SDE, ratio: float) -> float:
+    """The diffusion time at which sigma/alpha equals ``ratio`` (never below the SDE's t_min)."""
+    return max(float(sde.t_from_noise_ratio(ratio)), sde.t_min)
+
+
 def _mean_std(samples: list[Tensor]) -> tuple[Tensor, Tensor | None]:
     stack = torch.stack(samples)
     std = stack.std(dim=0, unbiased=True) if len(samples) > 1 else None
@@ -112,7 +117,7 @@ def inpaint(
     denoiser: Denoiser,
     sde: SDE,
     steps: int = 50,
-    t_start: float = 0.7,
+    start_ratio: float = 12.0,
     sampler: str = "ddim",
     samples: int = 1,
     prior_variance: float = 0.3,
@@ -121,10 +126,13 @@ def inpaint(
 ) -> TaskResult:
     """Fill voxels where ``known`` is False, consistently with the known ones (which stay exactly y).
 
-    The missing region starts from a smooth fill (normalised convolution) diffused to ``t_start``, so a
-    short chain (``steps`` evaluations) suffices; at every step the x0-estimate is projected onto the known
-    voxels (DDNM's range-null-space rule with A = mask).
+    The missing region starts from a smooth fill (normalised convolution) diffused to the time where the
+    noise ratio sigma/alpha is ``start_ratio`` (SDEdit), so a short chain (``steps`` evaluations) suffices;
+    at every step the x0-estimate is projected onto the known voxels (DDNM's range-null-space rule with
+    A = mask). With ``samples > 1`` the result is the mean of independent chains (closer to the posterior
+    mean, which is what PSNR rewards) and ``std`` their spread.
     """
+    t_start = start_time(sde, start_ratio)
     known = known.bool()
     init = torch.where(known, y, smooth_fill(y, known))
     rule = Projection(Mask(known), torch.where(known, y, torch.zeros_like(y)), sde, 0.0, prior_variance)
@@ -235,7 +243,8 @@ def restore_unknown(
     sde: SDE,
     noise_sigma: float,
     steps: int = 50,
-    t_start: float = 0.6,
+    start_ratio: float = 6.0,
+    samples: int = 1,
     sampler: str = "ddim",
     prior_variance: float = 0.3,
     fit_steps: int = 5,
@@ -246,8 +255,10 @@ def restore_unknown(
     """GDP: sample x0 while fitting the unknown phi of A_phi to ``y`` (see :class:`conditioning.GDP`).
 
     ``init`` (the shape of the output) is a classical first guess (for thick slices, an interpolation onto
-    the fine grid) that is diffused to ``t_start`` to start the chain.
+    the fine grid) that is diffused to the noise ratio ``start_ratio`` to start the chain. With
+    ``samples > 1``, independent chains are averaged (phi keeps being refined across them).
     """
+    t_start = start_time(sde, start_ratio)
     degradation.operator.to(y.device)  # in place: the Parameters listed in degradation.parameters move too
     rule: Conditioning = GDP(
         degradation.operator,
@@ -261,16 +272,20 @@ def restore_unknown(
         constrain=degradation.constrain,
     )
     run = get_sampler(sampler, sde, steps)
-    x_start = renoise(sde, init, 0.0, t_start, generator)
+    draws = []
     try:
-        x0 = run.sample(
-            denoiser,
-            x_start=x_start,
-            t_start=t_start,
-            generator=generator,
-            conditioning=rule,
-            callback=callback,
-        )
+        for _ in range(max(1, samples)):
+            x_start = renoise(sde, init, 0.0, t_start, generator)
+            draws.append(
+                run.sample(
+                    denoiser,
+                    x_start=x_start,
+                    t_start=t_start,
+                    generator=generator,
+                    conditioning=rule,
+                    callback=callback,
+                )
+            )
     finally:
         for p in degradation.parameters:  # hand the fitted operator back frozen, as operators are built
             p.requires_grad_(False)
@@ -280,7 +295,8 @@ def restore_unknown(
         "t_start": t_start,
         "steps": steps,
         "parameters": params,
-        "network_evaluations": run.evaluations(t_start),
+        "network_evaluations": max(1, samples) * run.evaluations(t_start),
         "fit_loss": rule.history[-1] if isinstance(rule, GDP) and rule.history else math.nan,
     }
-    return TaskResult(x0, None, info)
+    mean, std = _mean_std(draws)
+    return TaskResult(mean, std, info)

@@ -132,7 +132,6 @@ def _commands(f: dict[str, Path]) -> dict[str, list[str]]:
         "pickled model": ["--task", "denoise", "--model", str(f["root"] / "model.pt")],
         "uncertainty of one sample": ["--task", "denoise", "--uncertainty", "std_bad.nii.gz"],
         "params-out without restore": ["--task", "denoise", "--params-out", "bad.json"],
-        "samples for restore": ["--task", "restore", "--degradation", "bias", "--samples", "3"],
     }
     for name, args in bad.items():
         runs[f"bad:{name}"] = [str(f["noisy"]), *args, *(model if "--model" not in args else [])]
@@ -150,7 +149,6 @@ MESSAGES = {
     "pickled model": "pickled",
     "uncertainty of one sample": "--samples 2",
     "params-out without restore": "only for --task restore",
-    "samples for restore": "--samples is for denoise and inpaint",
     "NaN input": "NaN",
     "output equals input": "is the input",
     "existing output": "exists",
