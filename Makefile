@@ -26,8 +26,8 @@ bench: install
 	$(BIN)/python -m benchmarks.run_all
 
 lint: install
-	$(BIN)/ruff check medidiff tests benchmarks slicer
-	$(BIN)/ruff format --check medidiff tests benchmarks slicer
+	$(BIN)/ruff check medidiff tests benchmarks slicer tools docs
+	$(BIN)/ruff format --check medidiff tests benchmarks slicer tools docs
 	$(BIN)/mypy
 
 docs: install

@@ -1,0 +1,52 @@
+"""Copy a trained run's EMA model into the package as the embedded default (fp16 weights, JSON config).
+
+Usage: .venv/bin/python tools/ship_model.py runs/default [--dtype float16]
+
+The weights are stored in float16 (half the size; inference runs in bf16 autocast anyway, whose mantissa is
+shorter than float16's) and loaded back as float32. The JSON keeps the run's provenance and adds the step
+count, so the model card can cite exactly what ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from medidiff.nets.checkpoint import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_MODEL_NAME,
+    load_model,
+    read_model_config,
+    save_model,
+)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="training run directory (holds model.safetensors/.json)")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    args = parser.parse_args()
+    source = Path(args.run) / "model.safetensors"
+    model = load_model(source)
+    config = read_model_config(source)
+    extra = {
+        k: v for k, v in config.items() if k not in ("format", "format_version", "medidiff_version", "model")
+    }
+    extra["weights_dtype"] = args.dtype
+    target = DEFAULT_MODEL_DIR / f"{DEFAULT_MODEL_NAME}.safetensors"
+    save_model(model, target, extra=extra, dtype=getattr(torch, args.dtype))
+    shipped = load_model("default")
+    steps = json.loads(target.with_suffix(".json").read_text())["training"].get("steps")
+    size = target.stat().st_size / 2**20
+    print(
+        f"shipped {source} -> {target} ({size:.1f} MB, {args.dtype}, {steps} steps, "
+        f"patch {shipped.patch_size})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
