@@ -26,8 +26,8 @@ bench: install
 	$(BIN)/python -m benchmarks.run_all
 
 lint: install
-	$(BIN)/ruff check medidiff tests benchmarks slicer tools docs
-	$(BIN)/ruff format --check medidiff tests benchmarks slicer tools docs
+	$(BIN)/ruff check medidiff tests benchmarks slicer tools docs/*.py
+	$(BIN)/ruff format --check medidiff tests benchmarks slicer tools docs/*.py
 	$(BIN)/mypy
 
 docs: install
