@@ -1,7 +1,7 @@
-"""Shared fixtures: sample data paths, the CLI as a real subprocess, and synthetic DICOM series.
+"""Shared fixtures: sample data paths, the CLI as a real subprocess, synthetic DICOM series, a tiny model.
 
 Keep fixtures here generic (usable by any test package); package-specific ones go in that package's
-conftest.py.
+conftest.py. Plain helpers that tests call directly are in helpers.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data_samples"
@@ -36,6 +37,17 @@ def sample_nifti() -> Path:
 def sample_dicom_dir() -> Path:
     """The bundled MR DICOM series of the same voxels as ``sample_nifti``."""
     return SAMPLES / "mni152_t1_2mm_dicom"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:func:`helpers.build_tiny_model` (seed 0, channels (8, 16)) saved once as .safetensors + .json.
+
+    Read-only for the tests: they load it, never write next to it.
+    """
+    from medidiff.nets.checkpoint import save_model
+
+    return save_model(build_tiny_model(), tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="session")

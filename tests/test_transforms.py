@@ -12,30 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from medidiff.nets.checkpoint import save_model
-from medidiff.nets.model import DiffusionModel
 from medidiff.transforms import Normalizer
-
-TINY = {
-    "unet": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    },
-    "patch_size": [16, 16, 16],
-    "prediction_type": "v",
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = DiffusionModel.from_config(TINY)
-    with torch.no_grad():
-        for p in model.net.parameters():  # MONAI zero-initialises the output layer
-            p.add_(0.01 * torch.randn_like(p))
-    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +31,9 @@ def nifti_crop(tmp_path_factory: pytest.TempPathFactory, sample_nifti: Path) -> 
 
 
 # ----------------------------------------------------------------------------- Restored
-def test_restored_in_a_monai_compose_keeps_affine_shape_and_meta(nifti_crop: Path, tiny_model: Path) -> None:
+def test_restored_in_a_monai_compose_keeps_affine_shape_and_meta(
+    nifti_crop: Path, tiny_model_path: Path
+) -> None:
     from monai.data import MetaTensor
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
@@ -62,7 +41,7 @@ def test_restored_in_a_monai_compose_keeps_affine_shape_and_meta(nifti_crop: Pat
 
     load = Compose([LoadImaged(keys="image"), EnsureChannelFirstd(keys="image")])
     pipeline = Compose(
-        [*load.transforms, Restored(keys="image", task="denoise", model=tiny_model, sigma=60.0)]
+        [*load.transforms, Restored(keys="image", task="denoise", model=tiny_model_path, sigma=60.0)]
     )
     before = load({"image": str(nifti_crop)})["image"]
     out = pipeline({"image": str(nifti_crop)})["image"]
@@ -74,7 +53,7 @@ def test_restored_in_a_monai_compose_keeps_affine_shape_and_meta(nifti_crop: Pat
     assert torch.isfinite(out).all() and not torch.equal(out.as_tensor(), before.as_tensor())
 
 
-def test_restored_inpaints_with_a_mask_key(nifti_crop: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_restored_inpaints_with_a_mask_key(nifti_crop: Path, tiny_model_path: Path, tmp_path: Path) -> None:
     """``mask_key`` reads the mask from the same dictionary; known voxels pass through unchanged."""
     from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
@@ -88,7 +67,9 @@ def test_restored_inpaints_with_a_mask_key(nifti_crop: Path, tiny_model: Path, t
     mask_path = tmp_path / "mask.nii.gz"
     nib.save(nib.Nifti1Image(missing, image.affine), str(mask_path))
     keys = ["image", "mask"]
-    restored = Restored(keys="image", task="inpaint", mask_key="mask", model=load_model(tiny_model), steps=2)
+    restored = Restored(
+        keys="image", task="inpaint", mask_key="mask", model=load_model(tiny_model_path), steps=2
+    )
     pipeline = Compose([LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys), restored])
     data = pipeline({"image": str(nifti_crop), "mask": str(mask_path)})
     original = np.asarray(image.dataobj, dtype=np.float32)
@@ -99,12 +80,14 @@ def test_restored_inpaints_with_a_mask_key(nifti_crop: Path, tiny_model: Path, t
     assert data["mask"] is not data["image"]
 
 
-def test_restored_honours_missing_keys(tiny_model: Path) -> None:
+def test_restored_honours_missing_keys(tiny_model_path: Path) -> None:
     from medidiff.transforms import Restored
 
-    assert Restored(keys="image", allow_missing_keys=True, model=tiny_model)({"other": 1}) == {"other": 1}
+    assert Restored(keys="image", allow_missing_keys=True, model=tiny_model_path)({"other": 1}) == {
+        "other": 1
+    }
     with pytest.raises(KeyError):
-        Restored(keys="image", model=tiny_model)({"other": 1})
+        Restored(keys="image", model=tiny_model_path)({"other": 1})
 
 
 def test_importing_transforms_does_not_import_monai() -> None:

@@ -6,35 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
+from helpers import build_tiny_model
 
 from medidiff.nets.checkpoint import save_model
-from medidiff.nets.model import DiffusionModel
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "configs" / "bench" / "quick.yaml"
-TINY = {
-    "unet": {
-        "channels": [8, 8],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    },
-    "patch_size": [16, 16, 16],
-    "prediction_type": "v",
-}
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained 2-level U-Net on 16^3 patches (.safetensors + .json); outputs made non-zero."""
-    torch.manual_seed(0)
-    model = DiffusionModel.from_config(TINY)
-    with torch.no_grad():
-        for p in model.net.parameters():  # MONAI zero-initialises the output layer
-            p.add_(0.01 * torch.randn_like(p))
-    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
+    """:func:`helpers.build_tiny_model` with (8, 8) channels (smaller than the shared (8, 16)
+    ``tiny_model_path``), saved as .safetensors + .json."""
+    return save_model(
+        build_tiny_model(channels=(8, 8)), tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    )
 
 
 @pytest.fixture(scope="session")

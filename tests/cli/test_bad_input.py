@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import run_side_by_side
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
@@ -77,21 +77,8 @@ def results(
     root = tmp_path_factory.mktemp("bad_input")
     cases = _make_cases(root, sample_nifti, pydicom_test_files)
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "medidiff", "info", *args],
-            cwd=root,
-            env=medidiff_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, (args, _) in cases.items()
-    }
-    finished = {}
-    for name, popen in running.items():
-        stdout, stderr = popen.communicate(timeout=300)
-        finished[name] = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+    commands = {name: ["info", *args] for name, (args, _) in cases.items()}
+    finished = run_side_by_side(commands, medidiff_env, cwd=root)
     after = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     return {name: Outcome(finished[name], cases[name][1], before, after) for name in cases}
 

@@ -11,12 +11,12 @@ import contextlib
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import run_side_by_side
 
 from medidiff.cli import degrade as degrade_cli
 
@@ -42,22 +42,8 @@ def seeded(
         "second": [sample, "b.nii.gz", "--kind", "rician", "--sigma", "5%", "--seed", "3"],
         "missing input": ["nowhere.nii.gz", "c.nii.gz", "--kind", "gaussian"],
     }
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "medidiff", "degrade", *args],
-            cwd=folder,
-            env=medidiff_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in commands.items()
-    }
-    runs = {}
-    for name, popen in running.items():
-        stdout, stderr = popen.communicate(timeout=300)
-        runs[name] = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
-    return folder, runs
+    argv = {name: ["degrade", *args] for name, args in commands.items()}
+    return folder, run_side_by_side(argv, medidiff_env, cwd=folder)
 
 
 def _data(path: Path) -> np.ndarray:

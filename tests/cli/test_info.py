@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import run_side_by_side
 
 from medidiff.cli.main import main
 
@@ -31,21 +31,7 @@ def runs(
         "nifti text": ["info", str(sample_nifti)],
         "dicom json": ["info", str(sample_dicom_dir), "--json"],
     }
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "medidiff", *args],
-            env=medidiff_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in commands.items()
-    }
-    done = {}
-    for name, popen in running.items():
-        stdout, stderr = popen.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
-    return done
+    return run_side_by_side(commands, medidiff_env)
 
 
 def test_text_output_of_the_nifti_sample(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:

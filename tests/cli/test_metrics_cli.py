@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import start_medidiff, wait_all
 from scipy import ndimage
 
 from medidiff import metrics
@@ -69,21 +69,11 @@ def runs(tmp_path_factory: pytest.TempPathFactory, medidiff_env: dict[str, str])
         "geometry mismatch": [files["ref"], files["shifted"]],
         "missing test": [files["ref"], str(root / "nowhere.nii.gz")],
     }
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "medidiff", "metrics", *args],
-            cwd=root,
-            env=medidiff_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, args in subprocess_commands.items()
-    }
+    running = start_medidiff(
+        {name: ["metrics", *args] for name, args in subprocess_commands.items()}, medidiff_env, cwd=root
+    )
     done: dict[str, object] = {name: _in_process(args) for name, args in in_process_commands.items()}
-    for name, popen in running.items():
-        stdout, stderr = popen.communicate(timeout=300)
-        done[name] = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+    done.update(wait_all(running))
     done["arrays"] = {"reference": reference, "noisy": noisy, "mask": mask.astype(bool)}
     return done
 

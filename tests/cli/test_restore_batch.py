@@ -20,6 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pytest
+from helpers import tiny_model_config
 
 from medidiff.inference.batch import WORKER_DIED, BatchJob, Case, CaseStatus, run_cases, worker_threads
 
@@ -37,14 +38,8 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, sample_nifti: Path) -> dict
 
     root = tmp_path_factory.mktemp("cohort")
     torch.manual_seed(0)
-    unet = {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    }
     model = save_model(
-        DiffusionModel.from_config({"unet": unet, "patch_size": [16, 16, 16]}),
+        DiffusionModel.from_config(tiny_model_config()),
         root / "tiny.safetensors",
         extra={"normalization": {"lower_percentile": 0.5, "upper_percentile": 99.5, "smooth_sigma": 1.0}},
     )

@@ -19,31 +19,7 @@ import medidiff
 from medidiff.errors import ConfigError, InputError
 from medidiff.io import read_volume
 from medidiff.io.volume import Volume
-from medidiff.nets.checkpoint import save_model
-from medidiff.nets.model import DiffusionModel
 from medidiff.restoration.operators import SliceProfile
-
-TINY = {
-    "unet": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    },
-    "patch_size": [16, 16, 16],
-    "prediction_type": "v",
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An untrained 2-level U-Net on 16^3 patches, saved as .safetensors + .json; outputs made non-zero."""
-    torch.manual_seed(0)
-    model = DiffusionModel.from_config(TINY)
-    with torch.no_grad():
-        for p in model.net.parameters():  # MONAI zero-initialises the output layer
-            p.add_(0.01 * torch.randn_like(p))
-    return save_model(model, tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +64,12 @@ def _hole(shape: tuple[int, int, int]) -> np.ndarray:
     ],
     ids=["denoise", "inpaint", "restore-bias", "restore-blur-bias"],
 )
-def test_each_task_keeps_geometry_and_integer_dtype(noisy: Volume, tiny_model: Path, kwargs: dict) -> None:
+def test_each_task_keeps_geometry_and_integer_dtype(
+    noisy: Volume, tiny_model_path: Path, kwargs: dict
+) -> None:
     if kwargs["task"] == "inpaint":
         kwargs = {**kwargs, "mask": _hole(noisy.shape)}
-    result = medidiff.restore(noisy, model=tiny_model, progress=False, full_result=True, **kwargs)
+    result = medidiff.restore(noisy, model=tiny_model_path, progress=False, full_result=True, **kwargs)
     out = result.volume
     assert out.shape == noisy.shape and out.data.dtype == np.int16
     np.testing.assert_array_equal(out.affine, noisy.affine)
@@ -103,12 +81,12 @@ def test_each_task_keeps_geometry_and_integer_dtype(noisy: Volume, tiny_model: P
         assert set(result.info["parameters"]) == set(kwargs["degradation"].split(","))
 
 
-def test_api_returns_the_input_kind(noisy: Volume, tiny_model: Path) -> None:
+def test_api_returns_the_input_kind(noisy: Volume, tiny_model_path: Path) -> None:
     """A Volume gives a Volume, an array an array (both int16 here), a loaded model works like its path."""
     from medidiff.nets.checkpoint import load_model
 
-    as_volume = medidiff.restore(noisy, model=tiny_model, progress=False)
-    as_array = medidiff.restore(noisy.data, model=load_model(tiny_model), progress=False)
+    as_volume = medidiff.restore(noisy, model=tiny_model_path, progress=False)
+    as_array = medidiff.restore(noisy.data, model=load_model(tiny_model_path), progress=False)
     assert isinstance(as_volume, Volume)
     assert isinstance(as_array, np.ndarray) and as_array.dtype == np.int16
     # The array has no geometry (identity affine), which only changes the noise estimate's input, not it.
@@ -117,7 +95,7 @@ def test_api_returns_the_input_kind(noisy: Volume, tiny_model: Path) -> None:
 
 # ----------------------------------------------------------------------------- inpainting
 @pytest.mark.parametrize("dtype", ["int16", "float64"])
-def test_inpainting_leaves_known_voxels_bit_exact(noisy: Volume, tiny_model: Path, dtype: str) -> None:
+def test_inpainting_leaves_known_voxels_bit_exact(noisy: Volume, tiny_model_path: Path, dtype: str) -> None:
     """Known voxels come back bit for bit in the input's units and dtype (float64 values that float32
     cannot hold included); missing voxels are filled with finite, changed values."""
     data = noisy.data.astype(dtype)
@@ -125,19 +103,19 @@ def test_inpainting_leaves_known_voxels_bit_exact(noisy: Volume, tiny_model: Pat
         data = data + np.random.default_rng(1).uniform(0, 1, data.shape) * np.pi  # not float32-representable
     volume = Volume(data, noisy.affine, {}, "crop")
     missing = _hole(noisy.shape).astype(bool)
-    out = medidiff.restore(volume, "inpaint", mask=missing, steps=3, model=tiny_model, progress=False)
+    out = medidiff.restore(volume, "inpaint", mask=missing, steps=3, model=tiny_model_path, progress=False)
     assert out.data.dtype == np.dtype(dtype)
     assert np.array_equal(out.data[~missing], data[~missing])
     assert np.isfinite(out.data).all() and not np.array_equal(out.data[missing], data[missing])
 
 
 # ----------------------------------------------------------------------------- seeds
-def test_same_seed_same_output_and_other_seeds_differ(noisy: Volume, tiny_model: Path) -> None:
+def test_same_seed_same_output_and_other_seeds_differ(noisy: Volume, tiny_model_path: Path) -> None:
     """Inpainting and denoising with samples are stochastic: the seed fixes every draw and window offset."""
     mask = _hole(noisy.shape)
 
     def run(seed: int, **kwargs: object) -> np.ndarray:
-        out = medidiff.restore(noisy, model=tiny_model, seed=seed, progress=False, **kwargs)
+        out = medidiff.restore(noisy, model=tiny_model_path, seed=seed, progress=False, **kwargs)
         return np.asarray(out.data)
 
     for kwargs in (
@@ -149,8 +127,10 @@ def test_same_seed_same_output_and_other_seeds_differ(noisy: Volume, tiny_model:
         assert not np.array_equal(first, other), kwargs["task"]
 
 
-def test_samples_give_a_positive_uncertainty_in_input_units(noisy: Volume, tiny_model: Path) -> None:
-    result = medidiff.restore(noisy, samples=3, steps=2, model=tiny_model, progress=False, full_result=True)
+def test_samples_give_a_positive_uncertainty_in_input_units(noisy: Volume, tiny_model_path: Path) -> None:
+    result = medidiff.restore(
+        noisy, samples=3, steps=2, model=tiny_model_path, progress=False, full_result=True
+    )
     std = result.uncertainty
     assert std is not None and std.data.dtype == np.float32 and std.shape == noisy.shape
     np.testing.assert_array_equal(std.affine, noisy.affine)
@@ -160,7 +140,7 @@ def test_samples_give_a_positive_uncertainty_in_input_units(noisy: Volume, tiny_
 
 # ----------------------------------------------------------------------------- noise level
 @pytest.mark.parametrize("noise", ["gaussian", "rician"])
-def test_sigma_auto_is_within_ten_percent(brain: Volume, tiny_model: Path, noise: str) -> None:
+def test_sigma_auto_is_within_ten_percent(brain: Volume, tiny_model_path: Path, noise: str) -> None:
     """A 40^3 crop with air and head, noise sigma 60 (3% of the brain's maximum), int16 like a scanner's.
 
     The estimate the pipeline used is reported in ``info["sigma"]`` in the input's units (measured: Gaussian
@@ -174,15 +154,15 @@ def test_sigma_auto_is_within_ten_percent(brain: Volume, tiny_model: Path, noise
     else:
         data = np.hypot(clean + rng.normal(0.0, 60.0, clean.shape), rng.normal(0.0, 60.0, clean.shape))
     volume = Volume(np.rint(data).astype(np.int16), crop.affine, {}, noise)
-    result = medidiff.restore(volume, noise=noise, model=tiny_model, progress=False, full_result=True)
+    result = medidiff.restore(volume, noise=noise, model=tiny_model_path, progress=False, full_result=True)
     assert result.info["sigma"] == pytest.approx(60.0, rel=0.10)
     assert result.info["noise"] == noise
 
 
-def test_rician_denoising_is_bias_corrected(noisy: Volume, tiny_model: Path) -> None:
+def test_rician_denoising_is_bias_corrected(noisy: Volume, tiny_model_path: Path) -> None:
     """Same sigma, same seed: the Rician result is the Gaussian one pulled down by the inverted Rician mean
     (never up, and most in the dark voxels, where the Rician floor is)."""
-    kwargs = {"sigma": 60.0, "model": tiny_model, "progress": False}
+    kwargs = {"sigma": 60.0, "model": tiny_model_path, "progress": False}
     gauss = medidiff.restore(noisy, noise="gaussian", **kwargs).data.astype(np.float64)
     rice = medidiff.restore(noisy, noise="rician", **kwargs).data.astype(np.float64)
     assert (rice <= gauss).all()
@@ -191,7 +171,7 @@ def test_rician_denoising_is_bias_corrected(noisy: Volume, tiny_model: Path) -> 
 
 
 # ----------------------------------------------------------------------------- thick slices
-def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model: Path) -> None:
+def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model_path: Path) -> None:
     """6 mm slices made from a 2 mm crop (k = 3 along K) are restored at 2 mm: the output has the crop's
     shape and affine, and the mean world position of each slab of 3 fine slices is that thick slice's."""
     crop = _crop(brain, (26, 35, 22), (24, 24, 36))
@@ -205,7 +185,7 @@ def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model: Path
         degradation="slices",
         target_spacing=2.0,
         steps=2,
-        model=tiny_model,
+        model=tiny_model_path,
         progress=False,
         full_result=True,
     )
@@ -220,21 +200,21 @@ def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model: Path
     assert 0.3 <= result.info["parameters"]["slices"]["sigma"] <= 6.0
 
 
-def test_thick_slices_need_an_integer_factor(brain: Volume, tiny_model: Path) -> None:
+def test_thick_slices_need_an_integer_factor(brain: Volume, tiny_model_path: Path) -> None:
     crop = _crop(brain, (26, 35, 22), (24, 24, 36))
     with pytest.raises(InputError, match="integer multiple"):
-        medidiff.restore(crop, "restore", degradation="slices", target_spacing=1.5, model=tiny_model)
+        medidiff.restore(crop, "restore", degradation="slices", target_spacing=1.5, model=tiny_model_path)
 
 
 # ----------------------------------------------------------------------------- MONAI MetaTensor
 @pytest.mark.parametrize("channel", [True, False])
-def test_metatensor_in_metatensor_out(noisy: Volume, tiny_model: Path, channel: bool) -> None:
+def test_metatensor_in_metatensor_out(noisy: Volume, tiny_model_path: Path, channel: bool) -> None:
     from monai.data import MetaTensor
 
     data = torch.from_numpy(noisy.data.astype(np.float32))
     image = MetaTensor(data[None] if channel else data, affine=torch.from_numpy(noisy.affine))
     image.meta["filename_or_obj"] = "crop.nii.gz"
-    out = medidiff.restore(image, model=tiny_model, progress=False)
+    out = medidiff.restore(image, model=tiny_model_path, progress=False)
     assert isinstance(out, MetaTensor) and out.shape == image.shape and out.dtype == torch.float32
     np.testing.assert_array_equal(out.affine.numpy(), noisy.affine)
     assert out.meta["filename_or_obj"] == "crop.nii.gz"

@@ -8,34 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import build_tiny_model
 
 from medidiff.errors import ModelError
 from medidiff.nets.checkpoint import load_model, save_model
-from medidiff.nets.model import DiffusionModel
-
-TINY = {
-    "unet": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    },
-    "patch_size": [16, 16, 16],
-    "prediction_type": "v",
-}
-
-
-def _tiny_model(seed: int = 0) -> DiffusionModel:
-    torch.manual_seed(seed)
-    model = DiffusionModel.from_config(TINY)
-    with torch.no_grad():
-        for p in model.net.parameters():  # MONAI zero-initialises the output layer; make outputs non-trivial
-            p.add_(0.01 * torch.randn_like(p))
-    return model.eval()
 
 
 def test_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
-    model = _tiny_model()
+    model = build_tiny_model()
     path = save_model(model, tmp_path / "m.safetensors", extra={"normalization": {"lower_percentile": 1.0}})
     loaded = load_model(path)
     x, t = torch.randn(2, 1, 16, 16, 16), torch.tensor([0.1, 0.7])
@@ -74,7 +54,7 @@ def test_foreign_safetensors_without_config_is_refused(tmp_path: Path) -> None:
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
-    path = save_model(_tiny_model(), tmp_path / "m.safetensors")
+    path = save_model(build_tiny_model(), tmp_path / "m.safetensors")
     config = json.loads(path.with_suffix(".json").read_text())
     config["model"]["unet"]["channels"] = [16, 32]
     path.with_suffix(".json").write_text(json.dumps(config))
@@ -83,7 +63,7 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path: Path) -> None:
 
 
 def test_corrupt_weights_are_refused(tmp_path: Path) -> None:
-    path = save_model(_tiny_model(), tmp_path / "m.safetensors")
+    path = save_model(build_tiny_model(), tmp_path / "m.safetensors")
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ModelError, match="unreadable"):
         load_model(path)

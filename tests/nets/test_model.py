@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_model_config
 
 from medidiff.diffusion.predictions import training_target
 from medidiff.nets.model import DiffusionModel
 from medidiff.nets.unet import count_parameters, unet_config
 
-CFG = {
-    "unet": {
-        "channels": [8, 16],
-        "num_res_blocks": 1,
-        "attention_levels": [False, False],
-        "norm_num_groups": 8,
-    },
-    "patch_size": [16, 16, 16],
-}
+CFG = tiny_model_config()
 
 
 @pytest.mark.parametrize("kind", ["eps", "v", "x0"])
