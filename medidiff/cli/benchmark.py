@@ -6,15 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+from medidiff.cli.common import positive_int
 
 
 def register(sub: Any) -> None:
@@ -43,7 +35,7 @@ def register(sub: Any) -> None:
         "--methods", metavar="LIST", default=None, help="comma-separated methods to run (default: all)"
     )
     p.add_argument(
-        "--steps", type=_positive_int, default=None, help="medidiff network-evaluation budget override"
+        "--steps", type=positive_int, default=None, help="medidiff network-evaluation budget override"
     )
     p.add_argument(
         "--isolation",

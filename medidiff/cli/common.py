@@ -3,12 +3,14 @@
 Every command that reads a volume calls :func:`add_input_options` (``--series``, ``--volume``) and
 :func:`read_input`; every command that writes one calls :func:`add_output_options` (``--overwrite``,
 ``--dtype``), :func:`check_output` before any heavy work, and :func:`write_output` at the end.
-This module imports nothing heavy: the I/O stack is imported inside the functions.
+:func:`positive_int`, :func:`non_negative_int` and :func:`positive_float` are the argparse ``type=``
+checks of every command. This module imports nothing heavy: the I/O stack is imported inside the functions.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -24,13 +26,34 @@ DTYPE_CHOICES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32
 PathLike = str | os.PathLike[str]
 
 
-def _non_negative_int(text: str) -> int:
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: a whole number, 1 or more."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """Argparse type: a whole number, 0 or more."""
+    return _int_at_least(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """Argparse type: a finite number above 0."""
+    try:
+        value = float(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from exc
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -46,7 +69,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--volume",
         metavar="N",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="volume to read (0-based) from a 4D image",
     )

@@ -7,17 +7,7 @@ import json
 import math
 from typing import Any
 
-from medidiff.cli.common import add_input_options, read_input
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from exc
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+from medidiff.cli.common import add_input_options, positive_float, read_input
 
 
 def register(subparsers: Any) -> None:
@@ -43,14 +33,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--data-range",
         metavar="X",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="intensity range L for PSNR's peak and SSIM's constants (default: reference max - min)",
     )
     parser.add_argument(
         "--ssim-sigma-mm",
         metavar="MM",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="SSIM window sigma in mm (anisotropic in voxels) instead of 1.5 voxels",
     )

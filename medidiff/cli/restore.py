@@ -5,21 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from medidiff.cli.common import add_input_options, add_output_options
+from medidiff.cli.common import add_input_options, add_output_options, positive_int
 
 # Same list as medidiff.nets.checkpoint.PICKLE_SUFFIXES, kept literal so that refusing a pickled checkpoint
 # needs no torch import (tests/cli/test_restore_cli.py checks the two agree).
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
 
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
@@ -43,13 +33,11 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="default (embedded) or a model .safetensors/.json path")
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="network evaluations of the chain (default: 25 per denoise sample, 50 otherwise)",
     )
-    p.add_argument(
-        "--samples", type=_positive_int, default=1, help="posterior samples to average (default 1)"
-    )
+    p.add_argument("--samples", type=positive_int, default=1, help="posterior samples to average (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from medidiff.cli.common import DTYPE_CHOICES
-from medidiff.cli.restore import _positive_int, add_restore_options
+from medidiff.cli.common import DTYPE_CHOICES, positive_int
+from medidiff.cli.restore import add_restore_options
 
 # Same list as medidiff.inference.batch.OUTPUT_FORMATS (literal here so `--help` needs no numpy import).
 OUTPUT_FORMATS = ("same", "nii.gz", "nii", "nrrd", "mha", "dicom")
@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
     group = p.add_argument_group("cohort")
     group.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="local worker processes (each gets cores/N torch threads); default 1, in this process",
     )
