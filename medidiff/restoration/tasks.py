@@ -19,7 +19,7 @@ from torch import Tensor
 from medidiff.diffusion.sde import SDE
 from medidiff.restoration.conditioning import GDP, Projection, is_pointwise
 from medidiff.restoration.operators import BiasField, Compose, GaussianBlur, Mask, Operator, SliceProfile
-from medidiff.samplers import Conditioning, Denoiser, StepContext, get_sampler
+from medidiff.samplers import Conditioning, Denoiser, Sampler, StepContext, get_sampler
 from medidiff.samplers.base import renoise
 
 Callback = Callable[[StepContext], None]
@@ -42,6 +42,32 @@ def _scalar_t(sde: SDE, t: float) -> tuple[float, float]:
 def start_time(sde: SDE, ratio: float) -> float:
     """The diffusion time at which sigma/alpha equals ``ratio`` (never below the SDE's t_min)."""
     return max(float(sde.t_from_noise_ratio(ratio)), sde.t_min)
+
+
+def _chains(
+    run: Sampler,
+    denoiser: Denoiser,
+    sde: SDE,
+    init: Tensor,
+    t_start: float,
+    samples: int,
+    rule: Conditioning,
+    generator: torch.Generator | None,
+    callback: Callback | None,
+) -> list[Tensor]:
+    """``max(1, samples)`` conditioned chains, each from ``init`` (1, 1, I, J, K) freshly diffused to
+    ``t_start``; returns their x0, each (1, 1, I, J, K)."""
+    return [
+        run.sample(
+            denoiser,
+            x_start=renoise(sde, init, 0.0, t_start, generator),
+            t_start=t_start,
+            generator=generator,
+            conditioning=rule,
+            callback=callback,
+        )
+        for _ in range(max(1, samples))
+    ]
 
 
 def _mean_std(samples: list[Tensor]) -> tuple[Tensor, Tensor | None]:
@@ -69,8 +95,7 @@ def denoise(
     ``samples > 1`` it is the mean of stochastic posterior samples, each the reverse process run from t*
     with ``steps`` steps, and the voxel-wise std of those samples.
     """
-    t_star = float(sde.t_from_noise_ratio(max(noise_sigma, 1e-8)))
-    t_star = max(t_star, sde.t_min)
+    t_star = start_time(sde, max(noise_sigma, 1e-8))
     alpha, _ = _scalar_t(sde, t_star)
     x_t = alpha * y
     info: dict[str, Any] = {"t_star": t_star, "noise_sigma_model": noise_sigma}
@@ -137,19 +162,8 @@ def inpaint(
     init = torch.where(known, y, smooth_fill(y, known))
     rule = Projection(Mask(known), torch.where(known, y, torch.zeros_like(y)), sde, 0.0, prior_variance)
     run = get_sampler(sampler, sde, steps)
-    draws = []
-    for _ in range(max(1, samples)):
-        x_start = renoise(sde, init, 0.0, t_start, generator)
-        x0 = run.sample(
-            denoiser,
-            x_start=x_start,
-            t_start=t_start,
-            generator=generator,
-            conditioning=rule,
-            callback=callback,
-        )
-        draws.append(torch.where(known, y, x0))
-    mean, std = _mean_std(draws)
+    draws = _chains(run, denoiser, sde, init, t_start, samples, rule, generator, callback)
+    mean, std = _mean_std([torch.where(known, y, x0) for x0 in draws])
     info = {
         "method": f"DDNM projection + {sampler}",
         "t_start": t_start,
@@ -272,20 +286,8 @@ def restore_unknown(
         constrain=degradation.constrain,
     )
     run = get_sampler(sampler, sde, steps)
-    draws = []
     try:
-        for _ in range(max(1, samples)):
-            x_start = renoise(sde, init, 0.0, t_start, generator)
-            draws.append(
-                run.sample(
-                    denoiser,
-                    x_start=x_start,
-                    t_start=t_start,
-                    generator=generator,
-                    conditioning=rule,
-                    callback=callback,
-                )
-            )
+        draws = _chains(run, denoiser, sde, init, t_start, samples, rule, generator, callback)
     finally:
         for p in degradation.parameters:  # hand the fitted operator back frozen, as operators are built
             p.requires_grad_(False)
