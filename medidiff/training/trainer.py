@@ -39,6 +39,7 @@ class OptimConfig:
     lr: float = 2e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 100
+    decay_steps: int = 0  # linear decay to 0 over the last decay_steps steps (0: constant after warm-up)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     uniform_t_fraction: float = 0.5
@@ -121,6 +122,13 @@ def _coerce(section: str, name: str, value: Any, type_name: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"{section}.{name} must be of type {type_name}, got {value!r}") from None
     return value
+
+
+def learning_rate(cfg: OptimConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, constant, then linear decay to 0 over the last ``decay_steps``."""
+    warmup = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    decay = min(1.0, max(0.0, (cfg.steps - step) / cfg.decay_steps)) if cfg.decay_steps > 0 else 1.0
+    return cfg.lr * warmup * decay
 
 
 def sample_times(sde: SDE, n: int, cfg: OptimConfig, generator: torch.Generator) -> Tensor:
@@ -254,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
     step = _initial_step(out_dir, resume, rank, world, core.net, ema, optimizer)
 
     def lr_at(s: int) -> float:
-        return cfg.optim.lr * min(1.0, (s + 1) / max(1, cfg.optim.warmup_steps))
+        return learning_rate(cfg.optim, s)
 
     dataset = PatchDataset(cfg.data, seed=cfg.run.seed + 7919 * step, rank=rank, world_size=world)
     loader = torch.utils.data.DataLoader(

@@ -134,3 +134,14 @@ def test_config_values_are_type_checked_and_coerced() -> None:
         TrainConfig.from_dict(load_config(SMOKE, ["optim.steps=many"]))
     with pytest.raises(ConfigError, match="unknown key"):
         TrainConfig.from_dict(load_config(SMOKE, ["optim.stepz=3"]))
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_zero() -> None:
+    from medidiff.training.trainer import OptimConfig, learning_rate
+
+    cfg = OptimConfig(steps=1000, lr=1e-3, warmup_steps=100, decay_steps=200)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-5)
+    assert learning_rate(cfg, 500) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 900) == pytest.approx(5e-4)
+    assert learning_rate(cfg, 1000) == 0.0
+    assert learning_rate(OptimConfig(steps=1000, lr=1e-3, warmup_steps=1), 999) == pytest.approx(1e-3)
