@@ -125,7 +125,10 @@ def _coerce(section: str, name: str, value: Any, type_name: str) -> Any:
 
 
 def learning_rate(cfg: OptimConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_steps``, constant, then linear decay to 0 over the last ``decay_steps``."""
+    """Linear warm-up over ``warmup_steps``, constant, then linear decay to 0 over the last ``decay_steps``.
+
+    A resumed run can extend ``steps`` and set ``decay_steps`` to finish with a decay.
+    """
     warmup = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     decay = min(1.0, max(0.0, (cfg.steps - step) / cfg.decay_steps)) if cfg.decay_steps > 0 else 1.0
     return cfg.lr * warmup * decay
