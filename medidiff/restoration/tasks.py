@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from medidiff.diffusion.sde import SDE
 from medidiff.restoration.conditioning import GDP, Projection, is_pointwise
+from medidiff.restoration.fill import biharmonic_fill
 from medidiff.restoration.operators import BiasField, Compose, GaussianBlur, Mask, Operator, SliceProfile
 from medidiff.samplers import Conditioning, Denoiser, Sampler, StepContext, get_sampler
 from medidiff.samplers.base import renoise
@@ -117,25 +117,6 @@ def denoise(
     return TaskResult(mean, std, info)
 
 
-def smooth_fill(y: Tensor, known: Tensor, rounds: int = 6) -> Tensor:
-    """Fill unknown voxels by normalised convolution at growing scales (a cheap, smooth initial guess)."""
-    from scipy.ndimage import gaussian_filter
-
-    values = y[0, 0].detach().cpu().numpy().astype(np.float64)
-    weight = known[0, 0].detach().cpu().numpy().astype(np.float64)
-    filled = values * weight
-    have = weight.copy()
-    for k in range(rounds):
-        sigma = 2.0**k
-        num = gaussian_filter(values * weight, sigma)
-        den = gaussian_filter(weight, sigma)
-        estimate = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
-        newly = (have == 0) & (den > 1e-3)
-        filled[newly] = estimate[newly]
-        have[newly] = 1.0
-    return torch.from_numpy(filled).to(y)[None, None]
-
-
 def inpaint(
     y: Tensor,
     known: Tensor,
@@ -151,15 +132,17 @@ def inpaint(
 ) -> TaskResult:
     """Fill voxels where ``known`` is False, consistently with the known ones (which stay exactly y).
 
-    The missing region starts from a smooth fill (normalised convolution) diffused to the time where the
-    noise ratio sigma/alpha is ``start_ratio`` (SDEdit), so a short chain (``steps`` evaluations) suffices;
-    at every step the x0-estimate is projected onto the known voxels (DDNM's range-null-space rule with
-    A = mask). With ``samples > 1`` the result is the mean of independent chains (closer to the posterior
-    mean, which is what PSNR rewards) and ``std`` their spread.
+    The missing region starts from a biharmonic fill (:mod:`medidiff.restoration.fill`), diffused to the
+    time where the noise ratio sigma/alpha is ``start_ratio`` (SDEdit), so a short chain (``steps``
+    evaluations) suffices. At every step the x0-estimate is projected onto the known voxels (DDNM's
+    range-null-space rule with A = mask). With ``samples > 1`` the result is the mean of independent chains
+    (closer to the posterior mean, which is what PSNR rewards) and ``std`` their spread.
     """
     t_start = start_time(sde, start_ratio)
     known = known.bool()
-    init = torch.where(known, y, smooth_fill(y, known))
+    missing = ~known[0, 0].cpu().numpy()
+    fill = torch.from_numpy(biharmonic_fill(y[0, 0].cpu().numpy(), missing)).to(y)[None, None]
+    init = torch.where(known, y, fill)
     rule = Projection(Mask(known), torch.where(known, y, torch.zeros_like(y)), sde, 0.0, prior_variance)
     run = get_sampler(sampler, sde, steps)
     draws = _chains(run, denoiser, sde, init, t_start, samples, rule, generator, callback)

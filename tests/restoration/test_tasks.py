@@ -207,19 +207,6 @@ def test_inpaint_of_a_correlated_prior_is_near_the_posterior_mean() -> None:
     assert err <= 0.36 and err < 0.3 * prior_err, f"{err:.3f} vs prior {prior_err:.3f}"
 
 
-def test_smooth_fill_fills_every_missing_voxel_within_the_known_range() -> None:
-    """Normalised convolution: known voxels kept, every hole voxel filled by a weighted mean of known ones
-    (so within their range, and ordered along a ramp)."""
-    ramp = torch.linspace(-1, 1, 20, dtype=torch.float64).reshape(1, 1, 20, 1, 1).expand(1, 1, 20, 8, 8)
-    known = torch.ones(ramp.shape, dtype=torch.bool)
-    known[:, :, 8:12] = False
-    filled = tasks.smooth_fill(torch.where(known, ramp, torch.zeros(())), known)
-    assert torch.equal(filled[known], ramp[known])
-    hole = filled[0, 0, 8:12, 4, 4]
-    assert bool((hole > -1).all() and (hole < 1).all())
-    assert bool((hole[1:] >= hole[:-1]).all())
-
-
 # ----------------------------------------------------------------------------- GDP restore
 SIZE = 16
 OFFSET = 1.0  # model units: air at -1, so intensities proportional to x + 1
