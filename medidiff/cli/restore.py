@@ -35,9 +35,15 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=positive_int,
         default=None,
-        help="network evaluations of the chain (default: 25 per denoise sample, 50 otherwise)",
+        help="network evaluations per chain (default: 12 for inpaint and restore; denoise: 1 Tweedie step, "
+        "25 per sample with --samples 2+)",
     )
-    p.add_argument("--samples", type=positive_int, default=1, help="posterior samples to average (default 1)")
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="posterior samples (chains) to average (default: 1 for denoise, 4 for inpaint and restore)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -68,11 +74,18 @@ def check_task_options(args: argparse.Namespace) -> None:
         raise ConfigError("--task inpaint needs --mask MASK (nonzero = missing voxels)")
     if args.task == "restore" and not args.degradation:
         raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
-    if getattr(args, "uncertainty", None) and args.samples < 2:
+    if getattr(args, "uncertainty", None) and _samples(args) < 2:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
     if getattr(args, "params_out", None) and args.task != "restore":
         raise ConfigError("--params-out is only for --task restore")
     _check_model_path(args.model)
+
+
+def _samples(args: argparse.Namespace) -> int:
+    """--samples, or the task's default number of chains."""
+    from medidiff.inference.pipeline import DEFAULTS
+
+    return int(args.samples) if args.samples is not None else DEFAULTS[args.task].samples
 
 
 def _check_model_path(spec: str) -> None:

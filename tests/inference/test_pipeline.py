@@ -81,6 +81,26 @@ def test_each_task_keeps_geometry_and_integer_dtype(
         assert set(result.info["parameters"]) == set(kwargs["degradation"].split(","))
 
 
+def test_task_defaults_stay_within_about_50_evaluations_and_are_applied(
+    noisy: Volume, tiny_model_path: Path
+) -> None:
+    """Issue 5: every task runs at most ~50 network evaluations by default; inpaint averages 4 chains."""
+    from medidiff.inference.pipeline import DEFAULTS
+
+    assert set(DEFAULTS) == {"denoise", "inpaint", "restore"}
+    assert DEFAULTS["denoise"].samples == 1  # one Tweedie evaluation
+    for task in ("inpaint", "restore"):
+        assert DEFAULTS[task].samples * DEFAULTS[task].steps <= 50, task
+    result = medidiff.restore(
+        noisy, "inpaint", mask=_hole(noisy.shape), model=tiny_model_path, progress=False, full_result=True
+    )
+    d = DEFAULTS["inpaint"]
+    assert result.uncertainty is not None  # the std over the default chains
+    assert result.info["network_evaluations"] == d.samples * d.steps
+    expected_t = medidiff.load_model(tiny_model_path).sde.t_from_noise_ratio(d.start_ratio)
+    assert result.info["t_start"] == pytest.approx(float(expected_t))
+
+
 def test_api_returns_the_input_kind(noisy: Volume, tiny_model_path: Path) -> None:
     """A Volume gives a Volume, an array an array (both int16 here), a loaded model works like its path."""
     from medidiff.nets.checkpoint import load_model

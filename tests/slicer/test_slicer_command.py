@@ -188,3 +188,13 @@ def test_validate_accepts_every_task() -> None:
     validate(RestoreParameters("a.nrrd", "b.nrrd", task="denoise", noise="gaussian", sigma="auto"))
     validate(RestoreParameters("a.nrrd", "b.nrrd", task="inpaint", mask_path="m.nrrd"))
     validate(RestoreParameters("a.nrrd", "b.nrrd", task="restore", degradations=("bias", "blur", "slices")))
+
+
+def test_default_samples_mirror_the_cli() -> None:
+    """The module (which cannot import medidiff) knows the CLI's default chains per task, so that an
+    uncertainty map is allowed exactly when the CLI will produce one."""
+    from MediDiffLib.command import DEFAULT_SAMPLES
+
+    from medidiff.inference.pipeline import DEFAULTS
+
+    assert DEFAULT_SAMPLES == {task: d.samples for task, d in DEFAULTS.items()}

@@ -23,6 +23,9 @@ from typing import Union
 from MediDiffLib.errors import ParameterError
 
 TASKS = ("denoise", "inpaint", "restore")
+# The CLI's default number of chains per task (medidiff.inference.pipeline.DEFAULTS; this module runs in
+# Slicer's Python, which does not import medidiff).
+DEFAULT_SAMPLES = {"denoise": 1, "inpaint": 4, "restore": 4}
 NOISE_MODELS = ("gaussian", "rician")
 DEGRADATIONS = ("bias", "blur", "slices")
 DEVICES = ("auto", "cpu", "cuda")
@@ -191,7 +194,8 @@ def validate(params: RestoreParameters) -> None:
     _check_count("Steps", params.steps, 1)
     _check_count("Samples", params.samples, 1)
     _check_count("Seed", params.seed, 0)
-    if params.uncertainty_path is not None and (params.samples or 1) < 2:
+    default_samples = DEFAULT_SAMPLES.get(params.task, 1)
+    if params.uncertainty_path is not None and (params.samples or default_samples) < 2:
         raise ParameterError(
             "The uncertainty map is the standard deviation over samples: set samples to 2 or more."
         )
