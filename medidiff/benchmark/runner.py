@@ -155,6 +155,23 @@ def _load_record(path: Path, digest: str) -> dict[str, Any] | None:
     return record if record.get("digest") == digest and ("metrics" in record or record.get("error")) else None
 
 
+def model_fingerprint(model: str) -> str:
+    """Digest of the model's weights and config and of the pipeline's task defaults, so that a retrained
+    model (same name, e.g. ``default``) or new defaults rerun medidiff while the baselines are reused."""
+    import hashlib
+
+    from medidiff.inference.pipeline import DEFAULTS
+    from medidiff.nets.checkpoint import _model_paths
+
+    h = hashlib.sha256(repr(sorted(DEFAULTS.items())).encode())
+    try:
+        for path in _model_paths(model):
+            h.update(path.read_bytes())
+    except (OSError, MedidiffError):
+        h.update(str(model).encode())  # unreadable: the run itself reports the error
+    return h.hexdigest()[:16]
+
+
 def run_case(
     case: Case, config: BenchConfig, options: RunOptions, model: str, summary: RunSummary
 ) -> list[dict[str, Any]]:
@@ -177,7 +194,8 @@ def run_case(
     rows, panels, changed = [], [], False
     for method in _methods(case, options):
         path = folder / RESULT_NAME.format(method=method)
-        record = _load_record(path, digest) if options.resume else None
+        expected = f"{digest}|{model_fingerprint(model)}" if method == "medidiff" else digest
+        record = _load_record(path, expected) if options.resume else None
         if record is None:
             changed = True
             try:
@@ -207,7 +225,7 @@ def run_case(
             except MedidiffError as exc:
                 record = {"method": method, "error": str(exc)}
                 summary.failed += 1
-            record["digest"] = digest
+            record["digest"] = expected
             with atomic_path(path) as tmp:
                 tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
         else:

@@ -181,3 +181,32 @@ def test_replace_section_keeps_other_sections(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.count("<!-- quick:start -->") == 1 and "table 2" in text and "table 1" not in text
     assert "<!-- cohort-throughput:start -->\nmine\n<!-- cohort-throughput:end -->" in text
+
+
+def test_retrained_model_reruns_medidiff_and_reuses_the_baselines(
+    tmp_path: Path, small_quick_config: Path, tiny_model: Path
+) -> None:
+    """A model retrained under the same path (as ``default`` is) changes only medidiff's record digest."""
+    import shutil
+
+    import torch
+
+    from medidiff.benchmark.runner import RunOptions, run_benchmark
+    from medidiff.nets.checkpoint import load_model, save_model
+
+    model = tmp_path / "m" / "tiny.safetensors"
+    model.parent.mkdir()
+    shutil.copy(tiny_model, model)
+    shutil.copy(tiny_model.with_suffix(".json"), model.with_suffix(".json"))
+    options = RunOptions(
+        tmp_path / "b", str(model), quiet=True, cases=["*denoise*"], methods=["medidiff", "tv"], steps=2
+    )
+    config = load_config(small_quick_config)
+    assert run_benchmark(config, options).ran == 2
+    assert run_benchmark(config, options).reused == 2
+    net = load_model(model)
+    with torch.no_grad():
+        next(net.net.parameters()).add_(0.01)
+    save_model(net, model)
+    summary = run_benchmark(config, options)
+    assert (summary.ran, summary.reused) == (1, 1)

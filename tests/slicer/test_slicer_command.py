@@ -197,4 +197,4 @@ def test_default_samples_mirror_the_cli() -> None:
 
     from medidiff.inference.pipeline import DEFAULTS
 
-    assert DEFAULT_SAMPLES == {task: d.samples for task, d in DEFAULTS.items()}
+    assert {task: d.samples for task, d in DEFAULTS.items()} == DEFAULT_SAMPLES
