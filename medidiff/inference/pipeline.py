@@ -40,7 +40,7 @@ class TaskDefaults:
 # `steps` only matters with samples > 1.
 DEFAULTS = {
     "denoise": TaskDefaults(steps=25, samples=1),
-    "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.5),
+    "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.2),
     "restore": TaskDefaults(steps=12, samples=4, start_ratio=0.3),
 }
 DEFAULT_STEPS = {task: d.steps for task, d in DEFAULTS.items()}
@@ -190,7 +190,7 @@ def restore(
     y = torch.from_numpy(norm.forward(vol.data))[None, None].to(dev)
     patch = [int(window)] * 3 if window else list(net.patch_size)
     n_steps = int(steps) if steps else defaults.steps
-    ratio = {} if defaults.start_ratio is None else {"start_ratio": defaults.start_ratio}
+    ratio = defaults.start_ratio if defaults.start_ratio is not None else 1.0  # unused by denoise
 
     def patch_denoiser(foreground: torch.Tensor | None, background: float = -1.0) -> PatchDenoiser:
         return PatchDenoiser(
@@ -244,7 +244,7 @@ def restore(
                 samples=samples,
                 generator=generator,
                 callback=callback,
-                **ratio,
+                start_ratio=ratio,
             )
             info.update(missing_voxels=int(missing.sum()))
         else:
@@ -372,7 +372,7 @@ def _restore_unknown(
     samples: int,
     generator: torch.Generator,
     callback: Any,
-    ratio: dict[str, float],
+    ratio: float,
 ) -> tuple[Any, np.ndarray]:
     from medidiff.restoration import tasks
     from medidiff.restoration.noise import estimate_sigma_gaussian, resolve_sigma
@@ -398,7 +398,7 @@ def _restore_unknown(
         samples=samples,
         generator=generator,
         callback=callback,
-        **ratio,
+        start_ratio=ratio,
     )
     result.info.update(degradation=kinds, sigma=sigma_units)
     return result, out_affine
