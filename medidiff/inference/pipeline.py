@@ -41,7 +41,7 @@ class TaskDefaults:
 DEFAULTS = {
     "denoise": TaskDefaults(steps=25, samples=1),
     "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.2),
-    "restore": TaskDefaults(steps=12, samples=4, start_ratio=0.3),
+    "restore": TaskDefaults(steps=12, samples=4, start_ratio=0.1),
 }
 DEFAULT_STEPS = {task: d.steps for task, d in DEFAULTS.items()}
 
