@@ -11,8 +11,9 @@ Measures, in one run:
    --task denoise`` (sigma auto) and by BM4D given the true sigma, each in a fresh process of the same run:
    seconds, their ratio, peak RSS. That template is in the default model's training set, so the PSNRs
    printed alongside are not a quality result (configs/bench/targets.yaml is).
-4. Peak RSS for a 256^3 volume: each task in a fresh process (``ru_maxrss``): denoise with its defaults;
-   inpaint and bias restoration with 2 steps (memory does not grow with the number of steps).
+4. Peak RSS for a 256^3 volume: each task in a fresh process (its own high-water mark, ``VmHWM``):
+   denoise with its defaults; inpaint and bias restoration with 2 steps (memory does not grow with the
+   number of steps).
 
 Writes the ``speed`` section of docs/benchmarks.md::
 
@@ -107,13 +108,13 @@ def training_speed(patch: int, steps: int) -> dict[str, Any]:
     }
 
 
-# --- children: one measurement per fresh process, so ru_maxrss is that measurement's own -------------------
+# --- children: one measurement per fresh process, so the RSS high-water mark is that measurement's own ----
 
 
 def _peak_rss_gib() -> float:
-    import resource
+    from medidiff.benchmark.worker import peak_rss_mib  # VmHWM: ru_maxrss inherits the parent's peak
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return peak_rss_mib() / 1024.0
 
 
 def _head_volume(shape: tuple[int, int, int]) -> Any:

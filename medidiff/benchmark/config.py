@@ -6,7 +6,7 @@ A benchmark YAML (``configs/bench/*.yaml``) looks like::
     title: Quick benchmark on the bundled sample
     make_bench: true                 # run by `make bench` (benchmarks/run_all.py)
     model: default                   # medidiff model (overridden by --model)
-    isolation: subprocess            # each method in a fresh process (peak RSS = its ru_maxrss) | inprocess
+    isolation: subprocess            # each method in a fresh process (peak RSS = its VmHWM) | inprocess
     threads: 2                       # threads of each method (torch, OpenMP)
     device: cpu                      # medidiff's device (auto, cpu, cuda)
     volumes:                         # clean references; never volumes the model was trained on

@@ -3,7 +3,7 @@
 Two isolation modes, both honest about what they measure:
 
 * ``subprocess`` (default): ``python -m medidiff.benchmark.worker JOB.json`` runs the job in a fresh
-  interpreter. Peak memory is the kernel's RSS high-water mark of that process (``ru_maxrss``): it counts
+  interpreter. Peak memory is the kernel's RSS high-water mark of that process (``VmHWM``): it counts
   the interpreter, the libraries the method imports (torch for medidiff), the case's volumes and every
   transient buffer of the method, with no sampling gap. Time is the wall clock of the restoration call
   alone, started after the inputs (and the model) are loaded. The worker runs with ``OMP_WAIT_POLICY=PASSIVE``
@@ -29,8 +29,22 @@ OUTPUT_NAME = "{method}.nii.gz"
 UNCERTAINTY_NAME = "{method}_uncertainty.nii.gz"
 
 
-def _peak_rss_mib() -> float:
-    """This process's RSS high-water mark in MiB (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+def peak_rss_mib() -> float:
+    """This process's RSS high-water mark in MiB.
+
+    On Linux this is ``VmHWM`` from /proc/self/status, the high-water mark of the process's *own* address
+    space. ``ru_maxrss`` is not: the kernel carries it over exec, so a child started by a big parent (with
+    vfork, as Python's subprocess does) reports at least the parent's RSS (measured: 12.1 GiB in every child
+    of benchmarks/speed.py after the parent's own 96^3 fp32 forward passes). Elsewhere, ``ru_maxrss``
+    (KiB on Linux, bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -98,7 +112,7 @@ def execute(job: dict[str, Any], measure: str = "ru_maxrss") -> dict[str, Any]:
 
         torch.set_num_threads(int(job["threads"]))
     case = load_saved_case(folder)
-    rss_before = _peak_rss_mib()
+    rss_before = peak_rss_mib()
     args = (
         method,
         case,
@@ -113,7 +127,7 @@ def execute(job: dict[str, Any], measure: str = "ru_maxrss") -> dict[str, Any]:
         peak = sampler.peak_mib
     else:
         result = run_method(*args)
-        peak = _peak_rss_mib()
+        peak = peak_rss_mib()
     _save(folder / OUTPUT_NAME.format(method=method), result.output, case.reference.affine)
     if result.uncertainty is not None:
         _save(folder / UNCERTAINTY_NAME.format(method=method), result.uncertainty, case.reference.affine)
