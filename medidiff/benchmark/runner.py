@@ -160,10 +160,10 @@ def model_fingerprint(model: str) -> str:
     model (same name, e.g. ``default``) or new defaults rerun medidiff while the baselines are reused."""
     import hashlib
 
-    from medidiff.inference.pipeline import DEFAULTS
+    from medidiff.inference.pipeline import DEFAULTS, SLICES_START_RATIO
     from medidiff.nets.checkpoint import _model_paths
 
-    h = hashlib.sha256(repr(sorted(DEFAULTS.items())).encode())
+    h = hashlib.sha256(repr((sorted(DEFAULTS.items()), SLICES_START_RATIO)).encode())
     try:
         for path in _model_paths(model):
             h.update(path.read_bytes())

@@ -41,8 +41,13 @@ class TaskDefaults:
 DEFAULTS = {
     "denoise": TaskDefaults(steps=25, samples=1),
     "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.2),
-    "restore": TaskDefaults(steps=12, samples=4, start_ratio=0.1),
+    "restore": TaskDefaults(steps=12, samples=4, start_ratio=4.0),
 }
+# Thick slices start much closer to their first guess (cubic interpolation on the fine grid) than a bias field
+# or blur: measured, a bias field gains from a start where the prior dominates (bundled sample, PSNR after the
+# scale fit: 21.52 / 21.84 / 23.45 dB from ratio 0.1 / 1 / 4; N4 22.25), thick slices do not (IXI015
+# sagittal x4: 29.71 dB from ratio 0.1; a single chain from 0.3: below cubic).
+SLICES_START_RATIO = 0.1
 DEFAULT_STEPS = {task: d.steps for task, d in DEFAULTS.items()}
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
@@ -386,6 +391,8 @@ def _restore_unknown(
         axis, factor, out_affine = _fine_grid(vol, target_spacing)
         init = _interpolate_axis(y, axis, factor)
     model = tasks.build_degradation(kinds, air_offset=air_offset, slice_axis=axis, factor=factor)
+    if "slices" in kinds:
+        ratio = SLICES_START_RATIO
     fg = _foreground(init, margin=4)
     result = tasks.restore_unknown(
         y,

@@ -97,8 +97,14 @@ def test_task_defaults_stay_within_about_50_evaluations_and_are_applied(
     d = DEFAULTS["inpaint"]
     assert result.uncertainty is not None  # the std over the default chains
     assert result.info["network_evaluations"] == d.samples * d.steps
-    expected_t = medidiff.load_model(tiny_model_path).sde.t_from_noise_ratio(d.start_ratio)
-    assert result.info["t_start"] == pytest.approx(float(expected_t))
+    sde = medidiff.load_model(tiny_model_path).sde
+    assert result.info["t_start"] == pytest.approx(float(sde.t_from_noise_ratio(d.start_ratio)))
+    bias = medidiff.restore(
+        noisy, "restore", degradation="bias", steps=2, model=tiny_model_path, progress=False, full_result=True
+    )
+    ratio = DEFAULTS["restore"].start_ratio
+    assert bias.info["t_start"] == pytest.approx(float(sde.t_from_noise_ratio(ratio)))
+    assert bias.info["network_evaluations"] == DEFAULTS["restore"].samples * 2
 
 
 def test_api_returns_the_input_kind(noisy: Volume, tiny_model_path: Path) -> None:
@@ -218,6 +224,10 @@ def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model_path:
     np.testing.assert_allclose(fine[:3].reshape(3, 12, 3).mean(axis=2), coarse[:3], atol=1e-9)
     assert result.info["parameters"]["slices"]["factor"] == 3
     assert 0.3 <= result.info["parameters"]["slices"]["sigma"] <= 6.0
+    from medidiff.inference.pipeline import SLICES_START_RATIO
+
+    sde = medidiff.load_model(tiny_model_path).sde
+    assert result.info["t_start"] == pytest.approx(float(sde.t_from_noise_ratio(SLICES_START_RATIO)))
 
 
 def test_thick_slices_need_an_integer_factor(brain: Volume, tiny_model_path: Path) -> None:
