@@ -272,9 +272,9 @@ def restore(
     # Back to input units in float64, so that known voxels are copied exactly and integer inputs round once.
     restored = norm.invert(result.x0[0, 0].cpu().numpy(), np.float64)
     if task == "denoise" and noise == "rician":
-        from medidiff.restoration.noise import rician_correct_mean
+        from medidiff.restoration.noise import rician_correct_estimate
 
-        restored = rician_correct_mean(restored, info["sigma"])
+        restored = rician_correct_estimate(restored, info["sigma"])
     if missing is not None:
         restored = np.where(missing, restored, np.asarray(vol.data, dtype=np.float64))
     restored = _in_input_dtype(restored, np.asarray(vol.data).dtype)

@@ -20,6 +20,7 @@ from medidiff.restoration.noise import (
     estimate_sigma_rician,
     noise_model_from_spec,
     resolve_sigma,
+    rician_correct_estimate,
     rician_correct_mean,
     rician_correct_second_moment,
     rician_mean,
@@ -109,6 +110,23 @@ def test_rician_mean_inversion_removes_the_bias_at_every_snr() -> None:
     assert rician_correct_mean(np.array([magnitude.mean()]), sigma)[0] == pytest.approx(amplitude, rel=0.01)
     corrected = rician_correct_second_moment(np.array([np.mean(magnitude**2)]), sigma)[0]
     assert corrected == pytest.approx(amplitude, rel=0.01)
+
+
+def test_rician_estimate_correction_keeps_the_floor_at_zero_and_tissue_exact() -> None:
+    """An estimate of E[M] that fluctuates slightly around the noise floor (air) comes back near 0, where the
+    plain inversion turns the fluctuation into a noisy amplitude; bright tissue is inverted exactly."""
+    sigma = 10.0
+    rng = np.random.default_rng(0)
+    truth = np.zeros((24, 24, 24))
+    truth[:, :, 12:] = 80.0  # tissue, SNR 8
+    estimate = rician_mean(truth, sigma) + rng.normal(0.0, 0.1 * sigma, truth.shape)  # a denoiser's residual
+    plain = rician_correct_mean(estimate, sigma)
+    smoothed = rician_correct_estimate(estimate, sigma)
+    air = (slice(None), slice(None), slice(0, 10))
+    assert np.sqrt(np.mean(smoothed[air] ** 2)) < 0.5 * np.sqrt(np.mean(plain[air] ** 2))
+    assert np.sqrt(np.mean(smoothed[air] ** 2)) < 0.25 * sigma
+    tissue = (slice(None), slice(None), slice(14, None))
+    np.testing.assert_array_equal(smoothed[tissue], plain[tissue])
 
 
 def test_resolve_sigma_parses_units_and_percentages(brain: np.ndarray) -> None:
