@@ -179,8 +179,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         info = result.info
         extra = f", sigma {info['sigma']:.4g}" if "sigma" in info else ""
+        evals = info.get("network_evaluations", "?")
+        noun = "evaluation" if evals == 1 else "evaluations"
         print(
-            f"restored {args.output} ({info['task']}, {info.get('network_evaluations', '?')} network "
-            f"evaluations, {info['seconds']:.1f} s{extra})"
+            f"restored {args.output} ({info['task']}, {evals} network {noun}, {info['seconds']:.1f} s{extra})"
         )
     return 0
