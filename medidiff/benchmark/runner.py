@@ -173,9 +173,16 @@ def model_fingerprint(model: str) -> str:
 
 
 def run_case(
-    case: Case, config: BenchConfig, options: RunOptions, model: str, summary: RunSummary
+    case: Case,
+    config: BenchConfig,
+    options: RunOptions,
+    model: str,
+    summary: RunSummary,
+    fingerprint: str,
 ) -> list[dict[str, Any]]:
-    """Prepare (or reuse) one case, run (or reuse) each method, score, draw the montage."""
+    """Prepare (or reuse) one case, run (or reuse) each method, score, draw the montage.
+
+    ``fingerprint`` (:func:`model_fingerprint`) keys medidiff's records beyond the case digest."""
     from medidiff.fsutil import atomic_path
     from medidiff.metrics import foreground_mask
     from medidiff.viz import Panel, render, save_montage
@@ -194,7 +201,7 @@ def run_case(
     rows, panels, changed = [], [], False
     for method in _methods(case, options):
         path = folder / RESULT_NAME.format(method=method)
-        expected = f"{digest}|{model_fingerprint(model)}" if method == "medidiff" else digest
+        expected = f"{digest}|{fingerprint}" if method == "medidiff" else digest
         record = _load_record(path, expected) if options.resume else None
         if record is None:
             changed = True
@@ -279,9 +286,10 @@ def run_benchmark(config: BenchConfig, options: RunOptions) -> RunSummary:
     cases = _selected(config, options)
     options.out.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(rows=[])
+    fingerprint = model_fingerprint(model)  # once per run: it reads the model's weights
     with Progress(len(cases), "benchmark", quiet=options.quiet or None) as bar:
         for case in cases:
-            summary.rows.extend(run_case(case, config, options, model, summary))
+            summary.rows.extend(run_case(case, config, options, model, summary, fingerprint))
             bar.update()
     write_tables(config, summary.rows, options.out, model)
     return summary

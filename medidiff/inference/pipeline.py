@@ -48,7 +48,17 @@ DEFAULTS = {
 # scale fit: 21.52 / 21.84 / 23.45 dB from ratio 0.1 / 1 / 4; N4 22.25), thick slices do not (IXI015
 # sagittal x4: 29.71 dB from ratio 0.1; a single chain from 0.3: below cubic).
 SLICES_START_RATIO = 0.1
-DEFAULT_STEPS = {task: d.steps for task, d in DEFAULTS.items()}
+
+
+def start_ratio(task: str, kinds: list[str] | None = None) -> float:
+    """The noise ratio sigma/alpha a chain of ``task`` starts at (``kinds``: restore's degradations)."""
+    if task == "restore" and "slices" in (kinds or []):
+        return SLICES_START_RATIO
+    ratio = DEFAULTS[task].start_ratio
+    if ratio is None:
+        raise ValueError(f"task {task!r} runs no chain from a start ratio")  # a caller bug, not user input
+    return ratio
+
 
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
@@ -195,7 +205,6 @@ def restore(
     y = torch.from_numpy(norm.forward(vol.data))[None, None].to(dev)
     patch = [int(window)] * 3 if window else list(net.patch_size)
     n_steps = int(steps) if steps else defaults.steps
-    ratio = defaults.start_ratio if defaults.start_ratio is not None else 1.0  # unused by denoise
 
     def patch_denoiser(foreground: torch.Tensor | None, background: float = -1.0) -> PatchDenoiser:
         return PatchDenoiser(
@@ -249,7 +258,7 @@ def restore(
                 samples=samples,
                 generator=generator,
                 callback=callback,
-                start_ratio=ratio,
+                start_ratio=start_ratio("inpaint"),
             )
             info.update(missing_voxels=int(missing.sum()))
         else:
@@ -267,7 +276,6 @@ def restore(
                 samples,
                 generator,
                 callback,
-                ratio,
             )
     # Back to input units in float64, so that known voxels are copied exactly and integer inputs round once.
     restored = norm.invert(result.x0[0, 0].cpu().numpy(), np.float64)
@@ -377,7 +385,6 @@ def _restore_unknown(
     samples: int,
     generator: torch.Generator,
     callback: Any,
-    ratio: float,
 ) -> tuple[Any, np.ndarray]:
     from medidiff.restoration import tasks
     from medidiff.restoration.noise import estimate_sigma_gaussian, resolve_sigma
@@ -391,8 +398,6 @@ def _restore_unknown(
         axis, factor, out_affine = _fine_grid(vol, target_spacing)
         init = _interpolate_axis(y, axis, factor)
     model = tasks.build_degradation(kinds, air_offset=air_offset, slice_axis=axis, factor=factor)
-    if "slices" in kinds:
-        ratio = SLICES_START_RATIO
     fg = _foreground(init, margin=4)
     result = tasks.restore_unknown(
         y,
@@ -405,7 +410,7 @@ def _restore_unknown(
         samples=samples,
         generator=generator,
         callback=callback,
-        start_ratio=ratio,
+        start_ratio=start_ratio("restore", kinds),
     )
     result.info.update(degradation=kinds, sigma=sigma_units)
     return result, out_affine
