@@ -19,19 +19,34 @@ BIHARMONIC_MARGIN = 4
 MAX_BIHARMONIC_REGION = 200_000
 
 
-def smooth_fill(data: np.ndarray, missing: np.ndarray, rounds: int = 6) -> np.ndarray:
-    """Fill ``missing`` voxels by normalised convolution at scales 1, 2, 4, ... voxels; float64 (I, J, K)."""
+def normalized_convolution(
+    values: np.ndarray, weight: np.ndarray, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Gaussian average of ``values`` over the voxels where ``weight`` > 0, and the averaged weight.
+
+    Args:
+        values, weight: (I, J, K) arrays of one float dtype (kept); ``weight`` is 1 where values count.
+        sigma: Gaussian width in voxels.
+
+    Returns:
+        (average, den), both (I, J, K): ``G*(values weight) / G*weight`` (0 where ``den`` <= 1e-6)
+        and ``G*weight``.
+    """
     from scipy.ndimage import gaussian_filter
 
+    num = gaussian_filter(values * weight, sigma)
+    den = gaussian_filter(weight, sigma)
+    return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0).astype(values.dtype), den
+
+
+def smooth_fill(data: np.ndarray, missing: np.ndarray, rounds: int = 6) -> np.ndarray:
+    """Fill ``missing`` voxels by normalised convolution at scales 1, 2, 4, ... voxels; float64 (I, J, K)."""
     values = np.asarray(data, dtype=np.float64)
     weight = (~np.asarray(missing, dtype=bool)).astype(np.float64)
     filled = values * weight
     have = weight.copy()
     for k in range(rounds):
-        sigma = 2.0**k
-        num = gaussian_filter(values * weight, sigma)
-        den = gaussian_filter(weight, sigma)
-        estimate = np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
+        estimate, den = normalized_convolution(values, weight, 2.0**k)
         newly = (have == 0) & (den > 1e-3)
         filled[newly] = estimate[newly]
         have[newly] = 1.0

@@ -57,16 +57,16 @@ def smooth_air(data: np.ndarray, margin: int = 3, sigma: float = 3.0) -> np.ndar
     ``margin`` voxels) the volume is replaced by its normalised Gaussian average over the air alone, which
     keeps slow structure (ghosts, shading) and drops the white noise. Volumes without air are unchanged.
     """
-    from scipy.ndimage import binary_dilation, gaussian_filter
+    from scipy.ndimage import binary_dilation
 
     from medidiff.metrics import foreground_mask
+    from medidiff.restoration.fill import normalized_convolution
 
     head = binary_dilation(foreground_mask(data), iterations=margin)
     air = ~head
     if not air.any():
         return data.astype(np.float32)
-    weight = gaussian_filter(air.astype(np.float32), sigma)
-    smooth = gaussian_filter(np.where(air, data, 0).astype(np.float32), sigma) / np.maximum(weight, 1e-6)
+    smooth, _ = normalized_convolution(np.asarray(data, dtype=np.float32), air.astype(np.float32), sigma)
     return np.where(air, smooth, data).astype(np.float32)
 
 
