@@ -155,15 +155,27 @@ def _load_record(path: Path, digest: str) -> dict[str, Any] | None:
     return record if record.get("digest") == digest and ("metrics" in record or record.get("error")) else None
 
 
+def code_digest(package: Path | None = None) -> str:
+    """Digest of the Python sources of ``package`` (default: medidiff itself), path and content."""
+    import hashlib
+
+    root = package or Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def model_fingerprint(model: str) -> str:
-    """Digest of the model's weights and config and of the pipeline's task defaults, so that a retrained
-    model (same name, e.g. ``default``) or new defaults rerun medidiff while the baselines are reused."""
+    """Digest of the model's weights and config, of the pipeline's task defaults and of medidiff's code, so
+    that a retrained model (same name, e.g. ``default``), new defaults or a code change rerun medidiff while
+    the baselines (which depend on none of these) are reused."""
     import hashlib
 
     from medidiff.inference.pipeline import DEFAULTS, SLICES_START_RATIO
     from medidiff.nets.checkpoint import _model_paths
 
-    h = hashlib.sha256(repr((sorted(DEFAULTS.items()), SLICES_START_RATIO)).encode())
+    h = hashlib.sha256(repr((sorted(DEFAULTS.items()), SLICES_START_RATIO, code_digest())).encode())
     try:
         for path in _model_paths(model):
             h.update(path.read_bytes())

@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
         description="Run a benchmark config (configs/bench/*.yaml): each case degrades a clean volume "
         "reproducibly, restores it with medidiff and the classical baselines (each timed, with its peak "
         "memory), and scores the outputs against the clean volume. Writes OUT/results.md, "
-        "OUT/results.csv and OUT/montages/<case>.png. Finished work is reused on the next run.",
+        "OUT/results.csv and OUT/montages/<case>.png. Finished work is reused on the next run; medidiff's "
+        "results only while its model weights, task defaults and code are unchanged.",
     )
     p.add_argument("--config", required=True, metavar="CONFIG", help="benchmark YAML (configs/bench/*.yaml)")
     p.add_argument("--out", metavar="DIR", default=None, help="output directory (default: out/bench/<name>)")

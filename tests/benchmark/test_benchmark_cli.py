@@ -212,3 +212,24 @@ def test_retrained_model_reruns_medidiff_and_reuses_the_baselines(
     save_model(net, model)
     summary = run_benchmark(config, options)
     assert (summary.ran, summary.reused) == (1, 1)
+
+
+def test_code_digest_changes_with_any_source_file(tmp_path: Path) -> None:
+    """medidiff's records are keyed by its code too: an edit anywhere in the package reruns it."""
+    from medidiff.benchmark.runner import code_digest
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "notes.txt").write_text("not code")
+    first = code_digest(pkg)
+    assert code_digest(pkg) == first
+    (pkg / "notes.txt").write_text("still not code")
+    assert code_digest(pkg) == first
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert code_digest(pkg) != first
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    (pkg / "sub" / "b.py").rename(pkg / "sub" / "c.py")
+    assert code_digest(pkg) != first
+    assert len(code_digest()) == 64
