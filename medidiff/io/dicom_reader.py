@@ -33,6 +33,7 @@ from medidiff.io.dicom_frames import (
     stack_frames,
 )
 from medidiff.io.dicom_series import SeriesEntry, scan_directory, select_series
+from medidiff.io.geometry import reader_meta
 
 # Swapping the first two axes turns (Rows, Columns, K) into (I, J, K) with I along a row, ITK's order.
 _SWAP_IJ = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
@@ -136,13 +137,7 @@ class SeriesPydicomReader(PydicomReader):
         array = np.ascontiguousarray(np.swapaxes(array, 0, 1))
         header = img.header
         meta: dict[str, Any] = {
-            "affine": affine,
-            "original_affine": affine.copy(),
-            "spatial_shape": np.asarray(array.shape[:3]),
-            "original_channel_dim": float("nan") if array.ndim == 3 else -1,
-            "space": "RAS",
-            "spacing": np.linalg.norm(affine[:3, :3], axis=0),
-            "medidiff_dtype": str(array.dtype),
+            **reader_meta(array, affine),
             "medidiff_format": "dicom",
             "medidiff_series": [s.as_dict() for s in img.series],
             "series_uid": str(header.get("SeriesInstanceUID", "")),

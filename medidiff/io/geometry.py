@@ -73,3 +73,23 @@ def slice_positions(affine: np.ndarray, n_slices: int) -> np.ndarray:
     """LPS ImagePositionPatient (n_slices, 3) of slices k = 0..n_slices-1 of a volume with this RAS affine."""
     lps = ras_to_lps(affine)
     return lps[:3, 3][None, :] + np.arange(n_slices)[:, None] * lps[:3, 2][None, :]
+
+
+def reader_meta(array: np.ndarray, affine: np.ndarray, spacing: ArrayLike | None = None) -> dict[str, object]:
+    """The metadata keys MONAI's ``ImageReader.get_data`` returns, for an (I, J, K[, C]) array in RAS.
+
+    ``spacing`` defaults to the affine's column norms; ``original_channel_dim`` is -1 (a trailing axis) for a
+    4D array and NaN (no channel) for a 3D one, as MONAI's own readers report it. Also ``medidiff_dtype``.
+    """
+    affine = np.asarray(affine, dtype=np.float64)
+    return {
+        "affine": affine,
+        "original_affine": affine.copy(),
+        "spatial_shape": np.asarray(array.shape[:3]),
+        "original_channel_dim": float("nan") if array.ndim == 3 else -1,
+        "space": "RAS",
+        "spacing": np.asarray(
+            np.linalg.norm(affine[:3, :3], axis=0) if spacing is None else spacing, dtype=np.float64
+        ),
+        "medidiff_dtype": str(array.dtype),
+    }

@@ -15,7 +15,7 @@ from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
 from medidiff.errors import InputError
-from medidiff.io.geometry import affine_from_itk
+from medidiff.io.geometry import affine_from_itk, reader_meta
 from medidiff.io.paths import SITK_SUFFIXES, image_suffix
 
 
@@ -58,13 +58,7 @@ class SimpleITKReader(ImageReader):
         direction[:n, :n] = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:n, :n]
         affine = affine_from_itk(origin, spacing, direction.ravel())
         meta: dict[str, Any] = {
-            "affine": affine,
-            "original_affine": affine.copy(),
-            "spatial_shape": np.asarray(array.shape[:3]),
-            "original_channel_dim": float("nan") if array.ndim == 3 else -1,
-            "space": "RAS",
-            "spacing": np.asarray(spacing, dtype=np.float64),
-            "medidiff_dtype": str(array.dtype),
+            **reader_meta(array, affine, spacing),
             "sitk_metadata": {key: img.GetMetaData(key) for key in img.GetMetaDataKeys()},
         }
         return array, meta
