@@ -187,7 +187,8 @@ class GDP(Conditioning):
         operator: A_phi; its parameters listed in ``parameters`` are fitted (they are made trainable).
         y: the measurement.
         sde: the sampler's SDE.
-        parameters: the tensors phi to fit (e.g. ``[bias.coefficients]``, ``[blur.sigma]``).
+        parameters: the tensors phi to fit (e.g. ``[bias.coefficients]``, ``[blur.sigma]``); none: A is
+            known (e.g. a slice profile estimated beforehand) and only the misfit is recorded.
         noise_sigma, prior_variance: as in :class:`Projection`.
         fit_steps, lr: Adam steps on phi per sampler step, and their learning rate.
         constrain: optional in-place map applied to phi after each update (bounds, gauge fixing).
@@ -213,7 +214,7 @@ class GDP(Conditioning):
         self.parameters = parameters
         for p in parameters:
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(parameters, lr=lr)
+        self.optimizer = torch.optim.Adam(parameters, lr=lr) if parameters else None
         self.fit_steps = int(fit_steps)
         self.constrain = constrain
         self.guidance_from = float(guidance_from)
@@ -223,6 +224,11 @@ class GDP(Conditioning):
     def fit(self, x0: Tensor) -> float:
         """Adam steps on phi minimising mean((y - A_phi(x0))^2) with x0 fixed; returns the last loss."""
         x0 = x0.detach()
+        if self.optimizer is None:
+            with torch.no_grad():
+                loss = torch.mean((self.y - self.operator(x0)) ** 2)
+            self.history.append(float(loss))
+            return float(loss)
         loss = torch.zeros(())
         with torch.enable_grad():
             for _ in range(self.fit_steps):

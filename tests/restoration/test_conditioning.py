@@ -26,7 +26,7 @@ import torch
 from medidiff.diffusion import VPSDE
 from medidiff.diffusion.gaussian import DiagonalGaussian, FullCovGaussian
 from medidiff.diffusion.predictions import Prediction
-from medidiff.restoration.conditioning import DPS, Projection, Replacement, solve_gram
+from medidiff.restoration.conditioning import DPS, GDP, Projection, Replacement, solve_gram
 from medidiff.restoration.operators import (
     BiasField,
     Compose,
@@ -102,6 +102,22 @@ def _moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- white prior: exact
+def test_gdp_with_nothing_to_fit_is_the_projection() -> None:
+    """A known operator (no parameters, e.g. a slice profile estimated beforehand): GDP's denoiser is exactly
+    the projection's, and it still records the data misfit of each x0-estimate."""
+    op, noise = CASES["blur+noise"]
+    prior = _white_prior()
+    _, y = _measure(prior, op, noise)
+    gdp = GDP(op, y, SDE, [], noise_sigma=noise, prior_variance=PRIOR_VAR)
+    plain = Projection(op, y, SDE, noise_sigma=noise, prior_variance=PRIOR_VAR).wrap(prior)
+    x = torch.randn((8, *EVENT), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    t = torch.full((8,), 0.3, dtype=torch.float64)
+    got, want = gdp.wrap(prior)(x, t), plain(x, t)
+    torch.testing.assert_close(got.x0, want.x0, rtol=0, atol=0)
+    misfit = float(torch.mean((y - op(prior(x, t).x0)) ** 2))
+    assert gdp.history == [pytest.approx(misfit, rel=1e-12)]
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_projection_denoiser_is_the_exact_posterior_denoiser(case: str) -> None:
     """E[x0 | x_t, y] and E[eps | x_t, y] equal the exact denoiser of p(x0 | y) at every t.
