@@ -167,15 +167,14 @@ def code_digest(package: Path | None = None) -> str:
 
 
 def model_fingerprint(model: str) -> str:
-    """Digest of the model's weights and config, of the pipeline's task defaults and of medidiff's code, so
-    that a retrained model (same name, e.g. ``default``), new defaults or a code change rerun medidiff while
-    the baselines (which depend on none of these) are reused."""
+    """Digest of the model's weights and config and of medidiff's code (the task defaults included), so that
+    a retrained model (same name, e.g. ``default``), new defaults or a code change rerun medidiff while the
+    baselines (which depend on none of these) are reused."""
     import hashlib
 
-    from medidiff.inference.pipeline import DEFAULTS, SLICES_START_RATIO
     from medidiff.nets.checkpoint import _model_paths
 
-    h = hashlib.sha256(repr((sorted(DEFAULTS.items()), SLICES_START_RATIO, code_digest())).encode())
+    h = hashlib.sha256(code_digest().encode())
     try:
         for path in _model_paths(model):
             h.update(path.read_bytes())

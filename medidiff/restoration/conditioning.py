@@ -221,19 +221,23 @@ class GDP(Conditioning):
         self.projection = Projection(operator, y, sde, noise_sigma, prior_variance)
         self.history: list[float] = []
 
+    def misfit(self, x0: Tensor) -> Tensor:
+        """mean((y - A_phi(x0))^2), differentiable in phi."""
+        return torch.mean((self.y - self.operator(x0)) ** 2)
+
     def fit(self, x0: Tensor) -> float:
         """Adam steps on phi minimising mean((y - A_phi(x0))^2) with x0 fixed; returns the last loss."""
         x0 = x0.detach()
         if self.optimizer is None:
             with torch.no_grad():
-                loss = torch.mean((self.y - self.operator(x0)) ** 2)
+                loss = self.misfit(x0)
             self.history.append(float(loss))
             return float(loss)
         loss = torch.zeros(())
         with torch.enable_grad():
             for _ in range(self.fit_steps):
                 self.optimizer.zero_grad()
-                loss = torch.mean((self.y - self.operator(x0)) ** 2)
+                loss = self.misfit(x0)
                 loss.backward()
                 self.optimizer.step()
                 if self.constrain is not None:
