@@ -285,6 +285,17 @@ def restore(
         from medidiff.restoration.noise import rician_correct_estimate
 
         restored = rician_correct_estimate(restored, info["sigma"])
+    if task == "denoise":
+        from medidiff.restoration import background as air
+
+        restored, info["background_fraction"] = air.flatten_background(
+            restored,
+            np.asarray(vol.data, dtype=np.float64),
+            info["sigma"],
+            noise,
+            threshold=air.THRESHOLD,
+            width=air.AVERAGING_VOXELS,
+        )
     if missing is not None:
         restored = np.where(missing, restored, np.asarray(vol.data, dtype=np.float64))
     restored = _in_input_dtype(restored, np.asarray(vol.data).dtype)

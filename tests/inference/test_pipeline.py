@@ -196,6 +196,32 @@ def test_rician_denoising_is_bias_corrected(noisy: Volume, tiny_model_path: Path
     assert (gauss - rice)[dark].mean() > 2 * (gauss - rice)[bright].mean() > 0
 
 
+@pytest.mark.parametrize("noise", ["gaussian", "rician"])
+def test_denoising_flattens_the_air_and_nothing_else(
+    brain: Volume, tiny_model_path: Path, noise: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crop with air and head (magnitude data): with the background step turned off (threshold 0) the
+    result differs only where the step's weight is nonzero, and the reported background fraction is that of
+    the air."""
+    from medidiff.restoration import background as air
+
+    crop = _crop(brain, (18, 0, 0), (40, 40, 40))
+    rng = np.random.default_rng(3)
+    clean = crop.data.astype(np.float64)
+    data = np.hypot(clean + rng.normal(0.0, 60.0, clean.shape), rng.normal(0.0, 60.0, clean.shape))
+    volume = Volume(data.astype(np.float32), crop.affine, {}, noise)
+    kwargs = {"noise": noise, "sigma": 60.0, "model": tiny_model_path, "progress": False, "full_result": True}
+    on = medidiff.restore(volume, **kwargs)
+    threshold = air.THRESHOLD
+    monkeypatch.setattr(air, "THRESHOLD", 0.0)
+    off = medidiff.restore(volume, **kwargs)
+    assert off.info["background_fraction"] == 0.0
+    weight = air.background_weight(off.volume.data, 60.0, threshold)
+    changed = on.volume.data != off.volume.data
+    assert changed.any() and not (changed & (weight == 0)).any()
+    assert on.info["background_fraction"] == pytest.approx(float((weight > 0.5).mean()))
+
+
 # ----------------------------------------------------------------------------- thick slices
 def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model_path: Path) -> None:
     """6 mm slices made from a 2 mm crop (k = 3 along K) are restored at 2 mm: the output has the crop's
