@@ -229,7 +229,7 @@ def build_degradation(
             raise InputError(
                 "--degradation slices needs a thick-slice input (one axis coarser than the target)"
             )
-        profile = SliceProfile(axis=slice_axis, factor=factor, sigma=slice_sigma or factor / 2.355)
+        profile = SliceProfile(axis=slice_axis, factor=factor, sigma=slice_sigma)  # None: FWHM = factor
         parts["slices"] = profile
         ops.append(profile)
         if slice_sigma is None:
