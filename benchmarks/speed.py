@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     # processes share the cores (measured 20-50x on this project's 2-core machines); passive waiting does not.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.child:
+        from medidiff.memory import retain_freed_memory
+
+        retain_freed_memory()  # as the `medidiff` command does (medidiff.memory); BM4D's child gets it too
         record = child(args.child, args.model, args.threads, tuple(args.shape))
         args.result.write_text(json.dumps(record))
         return 0

@@ -29,6 +29,7 @@ SECTIONS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("medidiff", "load_model"),
             ("medidiff.io.volume", "Volume"),
             ("medidiff.inference.pipeline", "RestoreResult"),
+            ("medidiff", "retain_freed_memory"),
         ],
     ),
     (

@@ -20,9 +20,19 @@ _LAZY = {
     "restore": "medidiff.inference.pipeline",
     "load_model": "medidiff.nets.checkpoint",
     "MedidiffError": "medidiff.errors",
+    "retain_freed_memory": "medidiff.memory",
 }
 
-__all__ = ["MedidiffError", "Volume", "__version__", "load_model", "read_volume", "restore", "write_volume"]
+__all__ = [
+    "MedidiffError",
+    "Volume",
+    "__version__",
+    "load_model",
+    "read_volume",
+    "restore",
+    "retain_freed_memory",
+    "write_volume",
+]
 
 
 def __getattr__(name: str) -> Any:
