@@ -241,8 +241,10 @@ def _init_worker(threads: int) -> None:
     import sys
     import warnings
 
+    from medidiff.memory import retain_freed_memory
     from medidiff.progress import Progress
 
+    retain_freed_memory()  # spawned workers start with glibc's defaults; the command that started them has it
     # torch reads these when first imported (by the first case), so the worker starts without torch.
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
