@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before torch is imported: OpenMP threads that spin while waiting were measured 20-50x slower when the
     # cores are shared (a Slicer session, a second job); passive waiting costs little when they are not.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    # Large tensors reuse freed heap memory instead of faulting in new pages (~1.5x faster; medidiff.memory).
+    # Tensors reuse freed heap memory instead of faulting in new pages (up to 1.5x faster; medidiff.memory).
     from medidiff.memory import retain_freed_memory
 
     retain_freed_memory()
