@@ -8,8 +8,11 @@ average over the background voxels gives directly: the residual noise falls with
 averaged. The edge of the head is kept by restricting the average to background voxels and by blending
 with a weight that ramps from 1 (well inside the background) to 0 at the threshold.
 
-Background is where the estimate, smoothed with :data:`DETECT_SMOOTHING_VOXELS`, is below
-:data:`THRESHOLD` sigma (amplitudes that a single voxel cannot tell from noise). For Rician data the local
+Background is where the estimate, smoothed with :data:`DETECT_SMOOTHING_VOXELS`, is less than
+:data:`THRESHOLD` sigma above the air level (amplitudes that a single voxel cannot tell from noise). The air
+level is 0 for magnitude images (MR); where the volume's floor lies far below 0 (CT in Hounsfield units, air
+at -1000) it is that floor (the 0.5th percentile of the estimate), so that fat, water and soft tissue are
+never taken for background. For Rician data the local
 average of the magnitudes is an estimate of the Rician mean there, so it is bias-corrected with
 :func:`~medidiff.restoration.noise.rician_correct_mean` like the rest of the volume.
 
@@ -28,20 +31,34 @@ DETECT_SMOOTHING_VOXELS = 2.0
 AVERAGING_VOXELS = 4.0
 
 
+def air_level(estimate: np.ndarray, sigma: float, threshold: float = THRESHOLD) -> float:
+    """The intensity of air: 0, or the volume's floor (0.5th percentile) where that is below -threshold sigma.
+
+    Args:
+        estimate: (I, J, K) denoised volume in the data's units.
+        sigma: noise standard deviation (> 0), same units.
+        threshold: in units of sigma.
+    """
+    floor = float(np.percentile(estimate, 0.5))
+    return floor if floor < -threshold * sigma else 0.0
+
+
 def background_weight(estimate: np.ndarray, sigma: float, threshold: float = THRESHOLD) -> np.ndarray:
-    """How much each voxel is background: 1 well inside, ramping to 0 at ``threshold`` sigma.
+    """How much each voxel is background: 1 well inside, ramping to 0 at ``threshold`` sigma above air.
 
     Args:
         estimate: (I, J, K) denoised amplitude in the data's units.
         sigma: noise standard deviation (> 0), same units.
-        threshold: in units of sigma, on the estimate smoothed with :data:`DETECT_SMOOTHING_VOXELS`.
+        threshold: in units of sigma, on the estimate smoothed with :data:`DETECT_SMOOTHING_VOXELS`, above
+            :func:`air_level`.
 
     Returns:
         (I, J, K) float64 weight in [0, 1].
     """
     from scipy.ndimage import gaussian_filter
 
-    local = gaussian_filter(np.asarray(estimate, dtype=np.float64), DETECT_SMOOTHING_VOXELS)
+    est = np.asarray(estimate, dtype=np.float64)
+    local = gaussian_filter(est, DETECT_SMOOTHING_VOXELS) - air_level(est, sigma, threshold)
     level = threshold * sigma
     return np.clip((level - local) / (0.5 * level), 0.0, 1.0)
 

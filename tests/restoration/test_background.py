@@ -79,3 +79,19 @@ def test_threshold_zero_turns_it_off(noise: str) -> None:
     out, fraction = flatten_background(estimate, estimate + 1.0, 1.0, noise, threshold=0.0)
     np.testing.assert_array_equal(out, estimate)
     assert fraction == 0.0
+
+
+def test_ct_in_hounsfield_units_flattens_only_the_air() -> None:
+    """Air at -1000 HU, fat at -100, soft tissue at 40, noise sigma 20: only the air is background."""
+    rng = np.random.default_rng(4)
+    clean = np.full((40, 40, 40), -1000.0)
+    clean[8:32, 8:32, 8:32] = -100.0  # fat
+    clean[14:26, 14:26, 14:26] = 40.0  # soft tissue
+    noisy = clean + 20.0 * rng.standard_normal(clean.shape)
+    estimate = clean + 3.0 * rng.standard_normal(clean.shape)
+    out, fraction = flatten_background(estimate, noisy, 20.0, "gaussian")
+    np.testing.assert_array_equal(out[clean > -1000], estimate[clean > -1000])  # fat and tissue untouched
+    air = np.ones(clean.shape, bool)
+    air[4:36, 4:36, 4:36] = False  # the air beyond a 4-voxel margin around the body
+    assert np.sqrt(np.mean((out - clean)[air] ** 2)) < 0.5 * np.sqrt(np.mean((estimate - clean)[air] ** 2))
+    assert 1 - 32**3 / 40**3 < fraction < 1 - 24**3 / 40**3  # the air beyond the margin < it < all air
