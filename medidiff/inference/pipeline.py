@@ -288,6 +288,7 @@ def restore(
     if task == "denoise":
         from medidiff.restoration import background as air
 
+        # The module's constants are read here, not bound as defaults, so that THRESHOLD = 0 turns it off.
         restored, info["background_fraction"] = air.flatten_background(
             restored,
             np.asarray(vol.data, dtype=np.float64),

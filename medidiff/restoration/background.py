@@ -12,9 +12,9 @@ Background is where the estimate, smoothed with :data:`DETECT_SMOOTHING_VOXELS`,
 :data:`THRESHOLD` sigma above the air level (amplitudes that a single voxel cannot tell from noise). The air
 level is 0 for magnitude images (MR); where the volume's floor lies far below 0 (CT in Hounsfield units, air
 at -1000) it is that floor (the 0.5th percentile of the estimate), so that fat, water and soft tissue are
-never taken for background. For Rician data the local
-average of the magnitudes is an estimate of the Rician mean there, so it is bias-corrected with
-:func:`~medidiff.restoration.noise.rician_correct_mean` like the rest of the volume.
+never taken for background. For Rician data the local average of the magnitudes is an estimate of the
+Rician mean there, so it is bias-corrected with :func:`~medidiff.restoration.noise.rician_correct_mean`
+like the rest of the volume.
 
 Constants chosen on the development volumes (the bundled sample and IXI012, both in the training set), not
 on the benchmark volumes: see docs/benchmarks.md.
