@@ -44,6 +44,13 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="posterior samples (chains) to average (default: 1 for denoise, 4 for inpaint and restore)",
     )
+    p.add_argument(
+        "--views",
+        type=positive_int,
+        default=None,
+        help="mirrored views of the volume averaged at every network evaluation, 1-8, each one more "
+        "evaluation (default: 2 for denoise, 1 for inpaint and restore)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -76,6 +83,11 @@ def check_task_options(args: argparse.Namespace) -> None:
         raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
     if getattr(args, "uncertainty", None) and _samples(args) < 2:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
+    if getattr(args, "views", None) is not None:
+        from medidiff.inference.patches import FLIPS
+
+        if args.views > len(FLIPS):
+            raise ConfigError(f"--views must be between 1 and {len(FLIPS)}, got {args.views}")
     if getattr(args, "params_out", None) and args.task != "restore":
         raise ConfigError("--params-out is only for --task restore")
     _check_model_path(args.model)
@@ -124,6 +136,7 @@ def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
         "target_spacing": args.target_spacing,
         "steps": args.steps,
         "samples": args.samples,
+        "views": args.views,
         "seed": args.seed,
         "device": args.device,
         "progress": not args.quiet,
@@ -181,7 +194,9 @@ def run(args: argparse.Namespace) -> int:
         extra = f", sigma {info['sigma']:.4g}" if "sigma" in info else ""
         evals = info.get("network_evaluations", "?")
         noun = "evaluation" if evals == 1 else "evaluations"
+        views = f" over {info['views']} views" if info.get("views", 1) > 1 else ""
         print(
-            f"restored {args.output} ({info['task']}, {evals} network {noun}, {info['seconds']:.1f} s{extra})"
+            f"restored {args.output} ({info['task']}, {evals} network {noun}{views}, "
+            f"{info['seconds']:.1f} s{extra})"
         )
     return 0

@@ -115,6 +115,7 @@ def _commands(f: dict[str, Path]) -> dict[str, list[str]]:
         "pickled model": ["--task", "denoise", "--model", str(f["root"] / "model.pt")],
         "uncertainty of one sample": ["--task", "denoise", "--uncertainty", "std_bad.nii.gz"],
         "params-out without restore": ["--task", "denoise", "--params-out", "bad.json"],
+        "too many views": ["--task", "denoise", "--views", "9"],
     }
     for name, args in bad.items():
         runs[f"bad:{name}"] = [str(f["noisy"]), *args, *(model if "--model" not in args else [])]
@@ -132,6 +133,7 @@ MESSAGES = {
     "pickled model": "pickled",
     "uncertainty of one sample": "--samples 2",
     "params-out without restore": "only for --task restore",
+    "too many views": "--views must be between 1 and 8",
     "NaN input": "NaN",
     "output equals input": "is the input",
     "existing output": "exists",
@@ -179,7 +181,8 @@ def test_denoise_samples_write_the_output_and_a_positive_uncertainty(
     assert std_dtype == np.float32 and std.shape == source.shape
     np.testing.assert_allclose(std_affine, source_affine, atol=1e-5)
     assert float(std.min()) >= 0 and float(np.median(std)) > 0
-    assert run.stdout.startswith(f"restored {run.output} (denoise, 6 network evaluations")
+    # 3 samples x 2 steps, each evaluation averaged over denoising's 2 mirrored views.
+    assert run.stdout.startswith(f"restored {run.output} (denoise, 12 network evaluations over 2 views")
     # Not a TTY: progress comes as machine-readable lines (3 samples x 2 steps), nothing else on stderr.
     lines = run.stderr.splitlines()
     assert lines and all(line.startswith("medidiff-progress denoise ") for line in lines)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from medidiff.diffusion import SDE, VPSDE, Prediction
 from medidiff.diffusion.gaussian import DiagonalGaussian
-from medidiff.inference.patches import PatchDenoiser, window_offsets
+from medidiff.inference.patches import FLIPS, PatchDenoiser, window_offsets
 from medidiff.samplers import get_sampler
 
 VOLUME = (1, 20, 18, 22)
@@ -62,6 +62,50 @@ def test_patch_path_equals_the_whole_volume_denoiser(shape: tuple[int, ...]) -> 
         torch.testing.assert_close(got.x0, direct.x0, rtol=0, atol=1e-5)
     assert all(s[0] <= 16 and s[2:] == (PATCH,) * 3 for s in model.shapes)
     assert patched.stats.calls == 3 and patched.stats.max_batch <= 16
+
+
+@pytest.mark.parametrize("views", [2, 8])
+def test_mirrored_views_are_mirrored_back(views: int) -> None:
+    """Each view mirrors the window and its context before the network and the prediction after: with a
+    voxel-wise prior read from the context, every view is exact, and so is their average."""
+    sde = VPSDE()
+    prior = _prior(sde)
+    patched, _ = _patch_denoiser(prior, batch_size=16, views=views)
+    x = 2 * torch.randn((2, *VOLUME), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t = torch.tensor([0.1, 0.7], dtype=torch.float64)
+    got, direct = patched(x, t), prior(x, t)
+    torch.testing.assert_close(got.eps, direct.eps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.x0, direct.x0, rtol=0, atol=1e-5)
+    assert patched.stats.calls == views  # one sweep of the volume per view
+
+
+class _Lopsided:
+    """A patch denoiser that is not flip-equivariant: x0 = w * x with a fixed asymmetric w, eps = x."""
+
+    def __init__(self, patch: int) -> None:
+        self.w = torch.rand((patch,) * 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Prediction:
+        return Prediction(eps=x, x0=self.w * x)
+
+
+def test_views_average_the_mirrored_predictions_and_all_eight_are_equivariant() -> None:
+    """One window covers the volume, so the result is exact: 2 views give x (w + w mirrored)/2, and the
+    average over all 8 mirror images commutes with every mirroring of the input."""
+    model = _Lopsided(PATCH)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn((1, 1, PATCH, PATCH, PATCH), generator=gen, dtype=torch.float64)
+    t = torch.full((1,), 0.3, dtype=torch.float64)
+    two = PatchDenoiser(model, PATCH, views=2)(x, t)
+    torch.testing.assert_close(two.x0, x * (model.w + model.w.flip(0, 1, 2)) / 2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(two.eps, x, rtol=0, atol=1e-12)
+    eight = PatchDenoiser(model, PATCH, views=8)
+    reference = eight(x, t).x0
+    for axes in FLIPS[1:]:
+        dims = tuple(2 + a for a in axes)
+        torch.testing.assert_close(eight(x.flip(dims), t).x0, reference.flip(dims), rtol=0, atol=1e-12)
+    one = PatchDenoiser(model, PATCH)(x, t).x0
+    assert not torch.allclose(one.flip(2, 3, 4), PatchDenoiser(model, PATCH)(x.flip(2, 3, 4), t).x0)
 
 
 def test_window_offsets_are_random_reproducible_and_tile_exactly() -> None:
@@ -198,3 +242,8 @@ def test_bad_settings_are_rejected() -> None:
         PatchDenoiser(model, PATCH, foreground=torch.ones((1, *VOLUME), dtype=torch.bool))
     with pytest.raises(ValueError, match="patch_size"):
         PatchDenoiser(model, (8, 8))(torch.zeros((1, *VOLUME)), torch.ones(1))
+    for views in (0, 9):
+        with pytest.raises(ValueError, match="views"):
+            PatchDenoiser(model, PATCH, views=views)
+    with pytest.raises(ValueError, match="3 spatial axes"):
+        PatchDenoiser(_Lopsided(PATCH), PATCH, views=3)(torch.zeros((1, 1, 9, 9)), torch.ones(1))

@@ -88,9 +88,15 @@ def test_task_defaults_stay_within_about_50_evaluations_and_are_applied(
     from medidiff.inference.pipeline import DEFAULTS
 
     assert set(DEFAULTS) == {"denoise", "inpaint", "restore"}
-    assert DEFAULTS["denoise"].samples == 1  # one Tweedie evaluation
+    assert DEFAULTS["denoise"].samples == 1  # one Tweedie evaluation, averaged over 2 mirrored views
+    assert DEFAULTS["denoise"].views == 2
+    den = medidiff.restore(noisy, model=tiny_model_path, progress=False, full_result=True)
+    assert den.info["views"] == 2 and den.info["network_evaluations"] == 2
+    one = medidiff.restore(noisy, model=tiny_model_path, views=1, progress=False, full_result=True)
+    assert one.info["network_evaluations"] == 1
+    assert not np.array_equal(one.volume.data, den.volume.data)
     for task in ("inpaint", "restore"):
-        assert DEFAULTS[task].samples * DEFAULTS[task].steps <= 50, task
+        assert DEFAULTS[task].samples * DEFAULTS[task].steps * DEFAULTS[task].views <= 50, task
     result = medidiff.restore(
         noisy, "inpaint", mask=_hole(noisy.shape), model=tiny_model_path, progress=False, full_result=True
     )
@@ -161,7 +167,7 @@ def test_samples_give_a_positive_uncertainty_in_input_units(noisy: Volume, tiny_
     assert std is not None and std.data.dtype == np.float32 and std.shape == noisy.shape
     np.testing.assert_array_equal(std.affine, noisy.affine)
     assert float(std.data.min()) >= 0 and float(np.median(std.data)) > 0
-    assert result.info["samples"] == 3 and result.info["network_evaluations"] == 3 * 2
+    assert result.info["samples"] == 3 and result.info["network_evaluations"] == 3 * 2 * 2  # 2 views
 
 
 # ----------------------------------------------------------------------------- noise level
@@ -296,6 +302,8 @@ def test_bad_input_is_refused_before_the_model_is_loaded(noisy: Volume, tmp_path
         ({"task": "restore", "degradation": "bias,warp"}, ConfigError, "--degradation"),
         ({"task": "sharpen"}, ConfigError, "unknown task"),
         ({"task": "denoise", "samples": 0}, ConfigError, "--samples"),
+        ({"task": "denoise", "views": 0}, ConfigError, "--views"),
+        ({"task": "denoise", "views": 9}, ConfigError, "--views"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
