@@ -21,7 +21,7 @@
   along single axes and pairs: :data:`FLIPS`) and its predictions are mirrored back and averaged. Each view
   sweeps the volume with its own random window grid. The network is not exactly flip-equivariant, so the
   average is a cheap ensemble: on the development volumes 2 views (identity + mirror along all axes)
-  gained 0.04-0.16 dB when denoising, for twice the network time (docs/benchmarks.md). MONAI's
+  gained 0.04-0.14 dB when denoising, for twice the network time (docs/benchmarks.md). MONAI's
   ``TestTimeAugmentation`` is not used: it inverts random dictionary transforms of one image to estimate
   uncertainty, whereas this is a fixed set of exact flips of a (x_t, t) denoiser, inside the window loop
   so that the foreground mask and context stay in the volume's orientation.

@@ -42,8 +42,8 @@ class TaskDefaults:
 # (docs/benchmarks.md, "How the defaults were chosen"). Denoising: one Tweedie step at t* (1 evaluation);
 # `steps` only matters with samples > 1. Denoising averages 2 views (the volume and its mirror image through
 # the centre; inference/patches.py), measured on the development volumes only (bundled sample and IXI012,
-# Gaussian and Rician noise at 5% and 10%): +0.10 dB PSNR on average (+0.04 on IXI012's real scan, +0.14
-# on the template), +0.0008 SSIM, for a second network evaluation. The other tasks' ~48 evaluations stay
+# Gaussian and Rician noise at 5% and 10%; docs/benchmarks.md): +0.04-0.09 dB PSNR on IXI012's real scan,
+# +0.12-0.14 on the template, SSIM +0.0002-0.0025, for a second network evaluation. The other tasks' ~48 evaluations stay
 # within the budget of about 50 with one view.
 DEFAULTS = {
     "denoise": TaskDefaults(steps=25, samples=1, views=2),
