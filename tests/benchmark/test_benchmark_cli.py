@@ -58,8 +58,8 @@ def test_tables_have_every_case_and_method(first_run: Path) -> None:
         assert math.isfinite(float(row["psnr"])) and -1 <= float(row["ssim"]) <= 1  # untrained: any value
         if method != "input":
             assert float(row["seconds"]) > 0 and float(row["peak_rss_mib"]) > 50
-    # the network-evaluation budget: Tweedie denoising is 1; the chains take the --steps budget
-    assert by[("sample__denoise-gaussian-5", "medidiff")]["network_evaluations"] == "1"
+    # the network-evaluation budget: Tweedie denoising is 1 per view (2); the chains take the --steps budget
+    assert by[("sample__denoise-gaussian-5", "medidiff")]["network_evaluations"] == "2"
     assert int(by[("sample__inpaint-holes-slices", "medidiff")]["network_evaluations"]) <= 2 * 2  # 2 samples
     assert by[("sample__denoise-gaussian-5", "tv")]["network_evaluations"] == "0"
     # region columns: inpainting is scored inside the missing voxels, the bias case after a scale fit
