@@ -14,9 +14,7 @@ import time
 
 import numpy as np
 
-from benchmarks.background_dev import ROOT, VOLUMES, _noisy
-from medidiff.datapaths import resolve_data_paths
-from medidiff.io import read_volume
+from benchmarks.background_dev import development_cases
 from medidiff.metrics import psnr, ssim
 
 VIEWS = (1, 2, 4, 8)
@@ -30,33 +28,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     gains: dict[int, list[tuple[float, float]]] = {v: [] for v in VIEWS[1:]}
     seconds: dict[int, list[float]] = {v: [] for v in VIEWS}
-    for name, path in VOLUMES.items():
-        volume = read_volume(resolve_data_paths(path, base=ROOT, what="development volume")[0])
-        clean = volume.data.astype(np.float64)
-        peak = float(clean.max() - clean.min())
-        for noise in ("gaussian", "rician"):
-            for level in (0.05, 0.10):
-                noisy = _noisy(clean, noise, level * float(np.percentile(clean, 99.5)), seed=7)
-                scores = {}
-                for views in VIEWS:
-                    start = time.perf_counter()
-                    out = medidiff.restore(
-                        volume.with_data(noisy.astype(np.float32)),
-                        noise=noise,
-                        model=args.model,
-                        views=views,
-                        progress=False,
-                    )
-                    seconds[views].append(time.perf_counter() - start)
-                    data = out.data.astype(np.float64)
-                    scores[views] = (psnr(clean, data, data_range=peak), ssim(clean, data, data_range=peak))
-                base_p, base_s = scores[1]
-                row = f"{name} {noise} {int(level * 100)}%: 1 view {base_p:.2f} dB / {base_s:.4f} |"
-                for views in VIEWS[1:]:
-                    dp, ds = scores[views][0] - base_p, scores[views][1] - base_s
-                    gains[views].append((dp, ds))
-                    row += f" {views}: {dp:+.3f}/{ds:+.4f}"
-                print(row, flush=True)
+    for case in development_cases():
+        clean, peak = case.clean, case.peak
+        scores = {}
+        for views in VIEWS:
+            start = time.perf_counter()
+            out = medidiff.restore(
+                case.volume.with_data(case.noisy.astype(np.float32)),
+                noise=case.noise,
+                model=args.model,
+                views=views,
+                progress=False,
+            )
+            seconds[views].append(time.perf_counter() - start)
+            data = out.data.astype(np.float64)
+            scores[views] = (psnr(clean, data, data_range=peak), ssim(clean, data, data_range=peak))
+        base_p, base_s = scores[1]
+        row = f"{case.name} {case.noise} {int(case.level * 100)}%: 1 view {base_p:.2f} dB / {base_s:.4f} |"
+        for views in VIEWS[1:]:
+            dp, ds = scores[views][0] - base_p, scores[views][1] - base_s
+            gains[views].append((dp, ds))
+            row += f" {views}: {dp:+.3f}/{ds:+.4f}"
+        print(row, flush=True)
     print("views: mean change over 1 view (PSNR dB, SSIM), mean seconds per volume")
     print(f"1: -, {np.mean(seconds[1]):.1f} s")
     for views in VIEWS[1:]:
