@@ -43,8 +43,9 @@ class TaskDefaults:
 # `steps` only matters with samples > 1. Denoising averages 2 views (the volume and its mirror image through
 # the centre; inference/patches.py), measured on the development volumes only (bundled sample and IXI012,
 # Gaussian and Rician noise at 5% and 10%; docs/benchmarks.md): +0.04-0.09 dB PSNR on IXI012's real scan,
-# +0.12-0.14 on the template, SSIM +0.0002-0.0025, for a second network evaluation. The other tasks' ~48 evaluations stay
-# within the budget of about 50 with one view.
+# +0.12-0.14 on the template, SSIM +0.0002-0.0025, for a second network evaluation. The other tasks stay at
+# one view: at their ~48 evaluations, 2 chains x 2 views did worse than 4 chains x 1 view (thick slices on
+# IXI012: 27.67 vs 27.74 dB).
 DEFAULTS = {
     "denoise": TaskDefaults(steps=25, samples=1, views=2),
     "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.2),
