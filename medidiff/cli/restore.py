@@ -84,10 +84,9 @@ def check_task_options(args: argparse.Namespace) -> None:
     if getattr(args, "uncertainty", None) and _samples(args) < 2:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
     if getattr(args, "views", None) is not None:
-        from medidiff.inference.patches import FLIPS
+        from medidiff.inference.pipeline import resolve_views
 
-        if args.views > len(FLIPS):
-            raise ConfigError(f"--views must be between 1 and {len(FLIPS)}, got {args.views}")
+        resolve_views(args.task, args.views)
     if getattr(args, "params_out", None) and args.task != "restore":
         raise ConfigError("--params-out is only for --task restore")
     _check_model_path(args.model)

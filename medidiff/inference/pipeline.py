@@ -70,6 +70,14 @@ def start_ratio(task: str, kinds: list[str] | None = None) -> float:
     return ratio
 
 
+def resolve_views(task: str, views: int | None) -> int:
+    """``views``, or the task's default; a :class:`ConfigError` outside 1 to ``len(FLIPS)``."""
+    count = DEFAULTS[task].views if views is None else int(views)
+    if not 1 <= count <= len(FLIPS):
+        raise ConfigError(f"--views must be between 1 and {len(FLIPS)}, got {count}")
+    return count
+
+
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
 
@@ -203,9 +211,7 @@ def restore(
     samples = defaults.samples if samples is None else samples
     if samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {samples}")
-    views = defaults.views if views is None else int(views)
-    if not 1 <= views <= len(FLIPS):
-        raise ConfigError(f"--views must be between 1 and {len(FLIPS)}, got {views}")
+    views = resolve_views(task, views)
     vol, kind = _as_volume(volume)
     _check_finite(vol, "the input")
     # Cheap checks of the task's own inputs come before the model is loaded.
