@@ -20,7 +20,8 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
         "--sigma",
         default="auto",
         help="noise level: auto (estimated), a value in the input's units, or a percentage of the "
-        "99.5th percentile such as 5%% (default: auto)",
+        "99.5th percentile such as 5%% (default: auto; with --noise rician prefer auto, read from the air: "
+        "a value below the air's noise level leaves the air bright)",
     )
     p.add_argument("--mask", help="inpaint: mask volume of the input's geometry, nonzero = missing voxels")
     p.add_argument("--degradation", help="restore: comma-separated unknown degradations: bias, blur, slices")
