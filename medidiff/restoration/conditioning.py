@@ -117,13 +117,15 @@ class Projection(Conditioning):
         """E[x0 | x_t, y] from the unconditional prediction, and the eps consistent with it."""
         t0 = float(t.reshape(-1)[0])
         alpha_t, sigma_t = (float(c) for c in self.sde.coefficients(torch.tensor(t0, dtype=torch.float64)))
-        r2 = posterior_variance(self.prior_variance, alpha_t, sigma_t)
-        residual = self.y.to(pred.x0) - self.operator(pred.x0)
-        x0 = pred.x0 + r2 * self.operator.transpose(
-            solve_gram(self.operator, residual, r2, self.noise_sigma**2)
-        )
+        x0 = self.project(pred.x0, posterior_variance(self.prior_variance, alpha_t, sigma_t))
         # Python floats keep x's dtype (a float32 tensor here cost float64 runs 1e-7 of precision).
         return Prediction(eps=(x - alpha_t * x0) / sigma_t, x0=x0)
+
+    def project(self, x0: Tensor, r2: float) -> Tensor:
+        """``x0 + r2 A^T (r2 A A^T + sigma_y^2 I)^-1 (y - A x0)``: the posterior mean given ``y`` of a
+        Gaussian centred on ``x0`` (B, 1, I, J, K) with per-voxel variance ``r2``; same shape as x0."""
+        residual = self.y.to(x0) - self.operator(x0)
+        return x0 + r2 * self.operator.transpose(solve_gram(self.operator, residual, r2, self.noise_sigma**2))
 
     def wrap(self, denoiser: Denoiser) -> Denoiser:
         def conditioned(x: Tensor, t: Tensor) -> Prediction:

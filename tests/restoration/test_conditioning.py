@@ -119,6 +119,18 @@ def test_gdp_with_nothing_to_fit_is_the_projection() -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
+def test_project_is_the_posterior_mean_of_a_white_gaussian(case: str) -> None:
+    """``project(m, v)`` is E[x0 | y] for x0 ~ N(m, v I): restore_unknown's consistent first guess."""
+    op, noise = CASES[case]
+    prior = _white_prior()
+    _, y = _measure(prior, op, noise)
+    exact = _posterior(prior, op, y, noise).mean.reshape(1, *EVENT)
+    got = Projection(op, y, SDE, noise_sigma=noise).project(prior.mean[None], PRIOR_VAR)
+    torch.testing.assert_close(got, exact, rtol=0, atol=1e-10 if case != "blur+noise" else 1e-6)
+    assert float((got - prior.mean).abs().max()) > 0.05  # the measurement moved it
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_projection_denoiser_is_the_exact_posterior_denoiser(case: str) -> None:
     """E[x0 | x_t, y] and E[eps | x_t, y] equal the exact denoiser of p(x0 | y) at every t.
 
