@@ -51,9 +51,9 @@ DEFAULTS = {
     "inpaint": TaskDefaults(steps=12, samples=4, start_ratio=0.2),
     "restore": TaskDefaults(steps=12, samples=4, start_ratio=4.0),
 }
-# Thick slices start closer to their first guess (the cubic interpolation on the fine grid, made consistent with
-# the slices: tasks.restore_unknown) than a bias field or blur: a bias field gains from a start where the prior
-# dominates (bundled sample, PSNR after the scale fit: 21.52 / 21.84 / 23.45 dB from ratio 0.1 / 1 / 4;
+# Thick slices start closer to their first guess (the cubic interpolation on the fine grid, made consistent
+# with the slices: tasks.restore_unknown) than a bias field or blur: a bias field gains from a start where the
+# prior dominates (bundled sample, PSNR after the scale fit: 21.52 / 21.84 / 23.45 dB from ratio 0.1 / 1 / 4;
 # N4 22.25). Thick slices, measured on the development volumes only (axial x4, profile sigma 2, estimated;
 # 27,500-step model): IXI012, a real scan, 28.03 / 28.04 / 28.03 / 28.02 dB from ratio 0.3 / 0.5 / 0.8 / 1.2
 # (cubic 27.07); the bundled sample (the template, where the prior is strongest) 26.92 / 27.14 / 27.36 / 27.52
