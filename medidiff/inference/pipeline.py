@@ -54,11 +54,12 @@ DEFAULTS = {
 # Thick slices start closer to their first guess (the cubic interpolation on the fine grid, made consistent
 # with the slices: tasks.restore_unknown) than a bias field or blur: a bias field gains from a start where the
 # prior dominates (bundled sample, PSNR after the scale fit: 21.52 / 21.84 / 23.45 dB from ratio 0.1 / 1 / 4;
-# N4 22.25). Thick slices, measured on the development volumes only (axial x4, profile sigma 2, estimated;
-# 27,500-step model): IXI012, a real scan, 28.03 / 28.04 / 28.03 / 28.02 dB from ratio 0.3 / 0.5 / 0.8 / 1.2
-# (cubic 27.07); the bundled sample (the template, where the prior is strongest) 26.92 / 27.14 / 27.36 / 27.52
-# (cubic 24.46). 0.8: the largest start at which the real scan loses nothing. (Before the consistent first
-# guess, a 64x80x64 crop of IXI015, sagittal x4, true profile: 27.22 / 27.51 / 27.46 dB from 0.1 / 0.3 / 1.)
+# N4 22.25). Thick slices, measured on the development volumes only (x4 along array axis 2, profile sigma 2,
+# estimated; 27,500-step model): IXI012, a real scan (sagittal), 28.03 / 28.04 / 28.03 / 28.02 dB from ratio
+# 0.3 / 0.5 / 0.8 / 1.2 (cubic 27.07); the bundled sample (axial; the template, where the prior is strongest)
+# 26.92 / 27.14 / 27.36 / 27.52 (cubic 24.46). 0.8: the largest start at which the real scan loses nothing.
+# (Before the consistent first guess, a 64x80x64 crop of IXI015, x4, true profile: 27.22 / 27.51 / 27.46 dB
+# from 0.1 / 0.3 / 1.)
 SLICES_START_RATIO = 0.8
 
 

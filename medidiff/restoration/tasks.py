@@ -285,8 +285,9 @@ def restore_unknown(
         # A is known (e.g. a slice profile estimated beforehand): start from the first guess made consistent
         # with y (its posterior mean under a white prior of the projection's variance). For thick slices the
         # cubic interpolation is blurrier than the slices it came from. Measured on the development volumes,
-        # axial x4, profile sigma 2, 27,500-step model (docs/benchmarks.md): IXI012 (estimate 1.8)
-        # 28.00 -> 28.03 dB, the bundled sample (estimate 2.0) 26.76 -> 26.92 (cubic 27.07 / 24.46).
+        # x4 along array axis 2, profile sigma 2, 27,500-step model (docs/benchmarks.md): IXI012 (sagittal,
+        # estimate 1.8) 28.00 -> 28.03 dB, the bundled sample (axial, estimate 2.0) 26.76 -> 26.92 (cubic
+        # 27.07 / 24.46).
         with torch.no_grad():
             init = rule.projection.project(init, prior_variance)
     run = get_sampler(sampler, sde, steps)
