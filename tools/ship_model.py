@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -22,6 +22,17 @@ from medidiff.nets.checkpoint import (
     read_model_config,
     save_model,
 )
+
+
+def portable_spec(path: str) -> str:
+    """A training file as the config would name it: ``pkg:`` inside site-packages, else as given.
+
+    Runs from before the trainer kept the config's specs recorded the build machine's absolute paths.
+    """
+    parts = PurePosixPath(path).parts
+    if "site-packages" in parts:
+        return "pkg:" + "/".join(parts[parts.index("site-packages") + 1 :])
+    return path
 
 
 def main() -> int:
@@ -35,6 +46,9 @@ def main() -> int:
     extra = {
         k: v for k, v in config.items() if k not in ("format", "format_version", "medidiff_version", "model")
     }
+    training = dict(extra.get("training", {}))
+    training["files"] = [portable_spec(f) for f in training.get("files", [])]
+    extra["training"] = training
     extra["weights_dtype"] = args.dtype
     target = DEFAULT_MODEL_DIR / f"{DEFAULT_MODEL_NAME}.safetensors"
     save_model(model, target, extra=extra, dtype=getattr(torch, args.dtype))

@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     raw = load_config(args.config, args.overrides)
     cfg = TrainConfig.from_dict(raw)
+    # The model's provenance keeps the config's specs (pkg:, relative paths), not this machine's paths.
+    cfg.provenance = {**cfg.provenance, "files": list(cfg.data.files)}
     cfg.data.files = resolve_data_files(cfg.data.files)
     path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") == "0":

@@ -302,7 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
             out_dir / "model.safetensors",
             extra={
                 "normalization": {"lower_percentile": 0.5, "upper_percentile": 99.5, "smooth_sigma": 1.0},
-                "training": {**cfg.provenance, "steps": step, "files": cfg.data.files},
+                "training": {"files": cfg.data.files, **cfg.provenance, "steps": step},
             },
         )
         (out_dir / "history.jsonl").open("a").writelines(json.dumps(h) + "\n" for h in history)

@@ -42,3 +42,16 @@ def test_default_denoising_restores_real_anatomy_and_two_views_beat_one(
     s1, s2 = (ssim(clean, r.volume.data, data_range=peak) for r in (one, two))
     assert p1 > before + 7.5 and s1 > 0.89
     assert p2 > p1 + 0.05 and s2 > s1
+
+
+def test_shipped_model_names_its_training_data_portably() -> None:
+    """The embedded model's provenance names files as the training config does (``pkg:`` or relative to
+    the repository), so the JSON says what it was trained on without the build machine's paths."""
+    import json
+
+    from medidiff.nets.checkpoint import DEFAULT_MODEL_DIR, DEFAULT_MODEL_NAME
+
+    training = json.loads((DEFAULT_MODEL_DIR / f"{DEFAULT_MODEL_NAME}.json").read_text())["training"]
+    assert training["steps"] > 0 and training["files"]
+    for spec in training["files"]:
+        assert spec.startswith("pkg:") or not Path(spec).is_absolute(), spec

@@ -116,6 +116,9 @@ def test_train_cli_runs_in_a_subprocess(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "model.safetensors").is_file()
+    # The model keeps the config's portable specs, not this machine's site-packages path.
+    recorded = json.loads((tmp_path / "cli" / "model.json").read_text())["training"]["files"]
+    assert recorded == ["pkg:nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"]
     bad = subprocess.run(
         [sys.executable, "-m", "medidiff", "train", "--config", str(tmp_path / "nope.yaml")],
         capture_output=True,
