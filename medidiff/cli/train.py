@@ -26,6 +26,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
     import os
+    from pathlib import Path
 
     from medidiff.training.config import load_config, resolve_data_files
     from medidiff.training.trainer import TrainConfig, train
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(raw)
     # The model's provenance keeps the config's specs (pkg:, relative paths), not this machine's paths.
     cfg.provenance = {**cfg.provenance, "files": list(cfg.data.files)}
-    cfg.data.files = resolve_data_files(cfg.data.files)
+    cfg.data.files = resolve_data_files(cfg.data.files, Path(args.config).resolve().parent)
     path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(path)

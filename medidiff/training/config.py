@@ -63,12 +63,16 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = yaml.safe_load(value)
 
 
-def resolve_data_files(entries: list[str]) -> list[str]:
+def resolve_data_files(entries: list[str], config_dir: str | Path | None = None) -> list[str]:
     """The training config's ``data.files`` entries (paths, globs, ``pkg:`` references) as existing paths.
+
+    A relative entry is looked up from the current directory first (the shipped configs name
+    ``../shared/data`` from the repository root), then from ``config_dir``, the config file's folder, which
+    is where ``from:`` includes are looked up too (a config kept next to its data works from anywhere).
 
     Raises:
         ConfigError: no entry, or one that names nothing (see ``medidiff.datapaths.resolve_data_paths``).
     """
     from medidiff.datapaths import resolve_data_paths
 
-    return [str(path) for path in resolve_data_paths(entries, what="training data")]
+    return [str(path) for path in resolve_data_paths(entries, base=config_dir, what="training data")]

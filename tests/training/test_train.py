@@ -128,6 +128,40 @@ def test_train_cli_runs_in_a_subprocess(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
 
 
+def test_train_cli_finds_data_next_to_its_config_from_another_directory(tmp_path: Path) -> None:
+    """A relative data entry the current directory lacks is looked up next to the config file (as ``from:``
+    includes are); the model records the entry as written; a name found in neither place is one line."""
+    import shutil
+    import subprocess
+
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "data_samples" / "mni152_t1_2mm.nii.gz", project / "t1.nii.gz")
+    text = SMOKE.read_text().replace("../models/small.yaml", str(ROOT / "configs" / "models" / "small.yaml"))
+    text = text.replace(
+        '["pkg:nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"]', '["t1.nii.gz"]'
+    )
+    assert '["t1.nii.gz"]' in text
+    (project / "train.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [sys.executable, "-m", "medidiff", "train", "--config", str(project / "train.yaml"), "--quiet"]
+    proc = subprocess.run(
+        [*command, f"run.out_dir={tmp_path / 'run'}", "optim.steps=1"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "run" / "model.json").read_text())["training"]["files"] == ["t1.nii.gz"]
+    missing = subprocess.run(
+        [*command, "data.files=[nope.nii.gz]"], cwd=elsewhere, capture_output=True, text=True, timeout=120
+    )
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert "'nope.nii.gz' not found" in missing.stderr and str(project) in missing.stderr
+
+
 def test_config_values_are_type_checked_and_coerced() -> None:
     from medidiff.errors import ConfigError
 
