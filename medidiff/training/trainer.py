@@ -302,6 +302,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
             out_dir / "model.safetensors",
             extra={
                 "normalization": {"lower_percentile": 0.5, "upper_percentile": 99.5, "smooth_sigma": 1.0},
+                # provenance["files"], when the train CLI set it, names the config's entries (pkg:,
+                # relative) and replaces the resolved paths, which are this machine's.
                 "training": {"files": cfg.data.files, **cfg.provenance, "steps": step},
             },
         )
