@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (0 ok, 2 user error, 1 internal error)."""
+    """Run the CLI; returns the process exit code (0 ok, 2 user error, 1 internal error, 141 when the reader
+    of stdout went away, as for a tool killed by SIGPIPE)."""
     from medidiff.errors import MedidiffError
 
     # Before torch is imported: OpenMP threads that spin while waiting were measured 20-50x slower when the
@@ -76,7 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not debug:
         warnings.filterwarnings("ignore")
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a reader that left early (`| head`) is met here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # Python ignores SIGPIPE, so `medidiff metrics ... | head -1` raises here; like other command-line
+        # tools, stop quietly. Pointing stdout at devnull keeps the exit-time flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except MedidiffError as exc:
         if debug:
             raise

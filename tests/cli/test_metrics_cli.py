@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -125,3 +127,21 @@ def test_bad_input_is_one_line_and_exit_code_2(runs: dict, case: str, message: s
     assert len(lines) == 1 and lines[0].startswith("medidiff: error: ")
     assert message in lines[0]
     assert proc.stdout == ""
+
+
+def test_a_reader_leaving_early_ends_the_run_quietly(tmp_path: Path, medidiff_env: dict[str, str]) -> None:
+    """``medidiff metrics A B | head -1``: the pipe's read end is gone before the scores are written."""
+    ref = _save(tmp_path / "ref.nii.gz", np.arange(16 * 17 * 15, dtype=np.float64).reshape(16, 17, 15))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medidiff", "metrics", ref, ref],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=medidiff_env,
+        timeout=300,
+    )
+    os.close(write_end)
+    assert proc.stderr == ""
+    assert proc.returncode == 141
