@@ -3,9 +3,11 @@
 Measures, in one run:
 
 1. Seconds per network evaluation (one forward pass, batch 1) at 64^3 and 96^3, fp32 vs bf16, for the
-   architecture of ``configs/models/small.yaml`` (untrained weights: speed does not depend on them).
+   architecture of ``configs/models/small.yaml`` (untrained weights: speed does not depend on them). bf16
+   only where this CPU has native bf16 kernels (``medidiff.nets.model.bf16_is_fast``); elsewhere it is
+   not used by medidiff, and timing it would take minutes per pass.
 2. Training throughput (voxels/s) of that architecture: AdamW steps of the denoising loss on 2 x 48^3
-   patches (random data; the data pipeline is not timed), bf16 autocast as the trainer uses it.
+   patches (random data; the data pipeline is not timed), in the precision the trainer picks (auto).
 3. Denoising a whole 1 mm head: the nilearn MNI152 2009 T1 (197 x 233 x 189) cropped/padded to
    190 x 256 x 190, with Gaussian noise at 5% of its 99.5th percentile, restored by ``medidiff restore
    --task denoise`` (sigma auto) and by BM4D given the true sigma, each in a fresh process of the same run:
@@ -66,10 +68,10 @@ def network_speed(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
     """Seconds of one forward pass (batch 1) per size and precision."""
     import torch
 
-    from medidiff.nets.model import DiffusionModel
+    from medidiff.nets.model import DiffusionModel, bf16_is_fast
 
     rows = []
-    for bf16 in (False, True):
+    for bf16 in (False, True) if bf16_is_fast("cpu") else (False,):
         model = DiffusionModel.from_config({**_architecture(), "bf16": bf16}).eval()
         for size in sizes:
             x = torch.randn(1, 1, size, size, size)
@@ -87,7 +89,7 @@ def training_speed(patch: int, steps: int) -> dict[str, Any]:
     from medidiff.nets.model import DiffusionModel
     from medidiff.training.trainer import diffusion_loss
 
-    model = DiffusionModel.from_config({**_architecture(), "bf16": True}).train()
+    model = DiffusionModel.from_config(_architecture()).train()
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 1, patch, patch, patch) * 2 - 1
@@ -229,6 +231,8 @@ def render(results: dict[str, Any], model: str, small: bool) -> str:
     """The docs section as Markdown."""
     from medidiff.benchmark.report import machine_line
 
+    bf16 = results.get("bf16_fast", True)
+    precision = "bf16 autocast" if bf16 else "fp32"
     lines = [
         "## Speed and memory",
         "",
@@ -236,19 +240,26 @@ def render(results: dict[str, Any], model: str, small: bool) -> str:
         f"{results['threads']} torch threads."
         + (" **Smoke run with reduced sizes (`--small`): not comparable.**" if small else ""),
         "",
-        "Network forward pass (batch 1, `configs/models/small.yaml` architecture):",
+        "Network forward pass (batch 1, `configs/models/small.yaml` architecture):"
+        + (
+            ""
+            if bf16
+            else " this CPU has no native bf16 kernels (`medidiff.nets.model.bf16_is_fast`), so medidiff "
+            "runs in fp32 here and bf16 was not timed (scalar fallback, 25-35x slower than fp32)."
+        ),
         "",
         "| input | fp32 (s) | bf16 (s) |",
         "|---|---:|---:|",
     ]
     net = {(r["size"], r["precision"]): r["seconds"] for r in results["network"]}
     for size in sorted({r["size"] for r in results["network"]}):
-        lines.append(f"| {size}^3 | {net[(size, 'fp32')]:.3f} | {net[(size, 'bf16')]:.3f} |")
+        low = f"{net[(size, 'bf16')]:.3f}" if (size, "bf16") in net else "not used"
+        lines.append(f"| {size}^3 | {net[(size, 'fp32')]:.3f} | {low} |")
     train = results["training"]
     lines += [
         "",
         f"Training: {train['voxels_per_second']:.3g} voxels/s ({train['seconds_per_step']:.2f} s per step of "
-        f"{train['batch']} x {train['patch']}^3 patches, bf16 autocast, AdamW).",
+        f"{train['batch']} x {train['patch']}^3 patches, {precision}, AdamW).",
         "",
         "Whole head (MNI152 T1 1 mm padded to {}; Gaussian noise 5%):".format(
             " x ".join(map(str, results["shape"]))
@@ -341,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         "shape": head_shape,
         "rss_shape": rss_shape,
     }
+    from medidiff.nets.model import bf16_is_fast
+
+    results["bf16_fast"] = bf16_is_fast("cpu")
     print("network forward passes ...", flush=True)
     results["network"] = network_speed([32, 48] if args.small else [64, 96], repeats=2 if args.small else 3)
     print("training steps ...", flush=True)

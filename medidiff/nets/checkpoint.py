@@ -87,6 +87,8 @@ def load_model(
 ) -> DiffusionModel:
     """Load a model (``"default"``, a directory, or a .safetensors/.json path) in eval mode.
 
+    ``bf16``: bfloat16 autocast on or off; None: where it is fast on the device (``model.bf16_is_fast``).
+
     Raises:
         ModelError: missing files, a foreign or pickled checkpoint, or weights that do not fit the config.
     """
@@ -98,8 +100,6 @@ def load_model(
     model_cfg = dict(config.get("model", {}))
     if bf16 is not None:
         model_cfg["bf16"] = bf16
-    elif torch.device(device).type == "cuda":
-        model_cfg["bf16"] = True
     try:
         model = DiffusionModel.from_config(model_cfg)
     except Exception as exc:

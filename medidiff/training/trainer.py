@@ -22,7 +22,7 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import expand_like, training_target
 from medidiff.diffusion.sde import SDE
-from medidiff.errors import ConfigError, MedidiffError
+from medidiff.errors import ConfigError, MedidiffError, ModelError
 from medidiff.nets.checkpoint import save_model
 from medidiff.nets.ema import make_ema
 from medidiff.nets.model import DiffusionModel
@@ -55,6 +55,10 @@ class RunConfig:
     num_workers: int = 1
     threads: int = 0  # 0: torch's default
     max_minutes: float = 0.0  # 0: no wall-clock limit; otherwise stop (with a checkpoint) after this long
+    # Weights a new run starts from instead of a random init: "default" (the embedded model), a model
+    # directory or .safetensors path (an exported model, e.g. another run's model.safetensors). "" : random.
+    # Fine-tuning the default prior on a site's own scans; ignored on --resume (the run's state wins).
+    init_from: str = ""
 
 
 @dataclass
@@ -217,6 +221,37 @@ def _initial_step(
     return int(meta["step"])
 
 
+def _init_weights(core: DiffusionModel, spec: str) -> None:
+    """Copy the weights of model ``spec`` into ``core.net`` (every rank reads them: same init everywhere).
+
+    The two must be the same network and diffusion: same tensors and shapes, SDE and prediction type.
+
+    Raises:
+        ModelError: an unreadable source model, or one whose network or diffusion differs from the config.
+    """
+    from medidiff.nets.checkpoint import load_model
+
+    source = load_model(spec, device="cpu")
+    mine, theirs = core.net.state_dict(), source.net.state_dict()
+    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+        raise ModelError(
+            f"run.init_from={spec}: its network differs from this config's model (tensors or shapes)"
+        )
+    if source.prediction_type != core.prediction_type or source.config.get("sde") != core.config.get("sde"):
+        raise ModelError(
+            f"run.init_from={spec}: its diffusion (SDE or prediction type) differs from this config's"
+        )
+    core.net.load_state_dict(theirs)
+
+
+def _init_record(spec: str) -> dict[str, Any]:
+    """What a fine-tuned model records of its start: the source and the training steps it had."""
+    from medidiff.nets.checkpoint import read_model_config
+
+    steps = read_model_config(spec).get("training", {}).get("steps")
+    return {"init_from": spec, **({"init_steps": steps} if isinstance(steps, int) else {})}
+
+
 def _all_ranks(value: float, op: str, device: str, world: int) -> float:
     """``value`` reduced over ranks with ``op`` ("sum" or "max"); ``value`` itself in a single process."""
     if world <= 1:
@@ -256,6 +291,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
     torch.manual_seed(cfg.run.seed)
     out_dir = Path(cfg.run.out_dir)
     core = DiffusionModel.from_config(cfg.model).to(device)
+    if cfg.run.init_from and not resume:
+        _init_weights(core, cfg.run.init_from)
     ema = make_ema(core.net, cfg.optim.ema_decay)
     torch.manual_seed(cfg.run.seed + rank)
     model: torch.nn.Module = core
@@ -263,6 +300,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
         model = DistributedDataParallel(core, device_ids=[local_rank] if device.startswith("cuda") else None)
     optimizer = torch.optim.AdamW(core.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     step = _initial_step(out_dir, resume, rank, world, core.net, ema, optimizer)
+    init_record = _init_record(cfg.run.init_from) if cfg.run.init_from else {}
 
     def lr_at(s: int) -> float:
         return learning_rate(cfg.optim, s)
@@ -304,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
                 "normalization": {"lower_percentile": 0.5, "upper_percentile": 99.5, "smooth_sigma": 1.0},
                 # provenance["files"], when the train CLI set it, names the config's entries (pkg:,
                 # relative) and replaces the resolved paths, which are this machine's.
-                "training": {"files": cfg.data.files, **cfg.provenance, "steps": step},
+                "training": {"files": cfg.data.files, **cfg.provenance, "steps": step, **init_record},
             },
         )
         (out_dir / "history.jsonl").open("a").writelines(json.dumps(h) + "\n" for h in history)

@@ -51,3 +51,23 @@ def test_unet_config_validation() -> None:
         unet_config({"chanels": [8, 16]})
     model = DiffusionModel.from_config(CFG)
     assert 0 < count_parameters(model.net) < 1_000_000
+
+
+def test_bf16_is_used_by_default_only_where_the_device_runs_it_fast() -> None:
+    """Autocast to bf16 on an AVX2-only CPU is 25-35x slower than fp32; the default must not take it there."""
+    from medidiff.nets.model import bf16_is_fast
+
+    model = DiffusionModel.from_config(CFG)
+    assert model.bf16 is None  # auto
+    seen: list[torch.dtype] = []
+
+    def probe(x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        seen.append(torch.ones(1, 1).matmul(torch.ones(1, 1)).dtype)  # the dtype autocast gives a matmul
+        return x
+
+    model.net.forward = probe  # type: ignore[method-assign]
+    model(torch.zeros(1, 1, 4, 4, 4), torch.tensor([0.5]))
+    model.bf16 = True
+    model(torch.zeros(1, 1, 4, 4, 4), torch.tensor([0.5]))
+    assert seen == [torch.bfloat16 if bf16_is_fast("cpu") else torch.float32, torch.bfloat16]
+    assert DiffusionModel.from_config({**CFG, "bf16": False}).bf16 is False

@@ -69,6 +69,24 @@ def test_checkpoint_files_and_history(trained) -> None:  # type: ignore[no-untyp
     assert model_json["training"]["steps"] == 150
 
 
+def test_a_run_can_start_from_an_exported_model(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """run.init_from: a fine-tune starts at the source's weights (not at random) and records its origin."""
+    from medidiff.errors import ModelError
+
+    source, cfg, baseline = trained
+    source_loss = _fixed_batch_loss(source, cfg)
+    # One step at learning rate 0: the export holds the source's weights exactly, so the same loss.
+    tuned = train(_config(tmp_path, steps=1, **{"optim.lr": "0.0", "run.init_from": str(source)}), quiet=True)
+    assert _fixed_batch_loss(tuned, cfg) == pytest.approx(source_loss, rel=1e-6)
+    assert source_loss < 0.65 * baseline  # the trained source, far from a fresh init's loss
+    training = json.loads(tuned.with_suffix(".json").read_text())["training"]
+    assert training["init_from"] == str(source) and training["init_steps"] == 150 and training["steps"] == 1
+    # A source of another shape (the embedded default: wider channels, 48^3 patches) is refused clearly.
+    other = _config(tmp_path / "other", steps=1, **{"run.init_from": "default"})
+    with pytest.raises(ModelError, match="network differs"):
+        train(other, quiet=True)
+
+
 def test_resume_restores_state_and_continues(tmp_path: Path) -> None:
     from medidiff.nets.ema import make_ema
     from medidiff.nets.model import DiffusionModel
