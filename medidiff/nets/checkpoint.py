@@ -125,7 +125,8 @@ def load_model(
         )
     model.net.load_state_dict(state)
     model.config = {**model.config, "normalization": config.get("normalization", {}), "source": str(weights)}
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return model.use_channels_last() if torch.device(device).type == "cpu" else model
 
 
 def save_model(

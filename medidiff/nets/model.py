@@ -73,6 +73,20 @@ class DiffusionModel(nn.Module):
         self.bf16 = bf16
         self.config = config or {}
         self.network_evaluations = 0  # voxels-weighted count is kept by the patch path; this counts calls
+        self.channels_last = False
+
+    def use_channels_last(self) -> DiffusionModel:
+        """Keep the network's weights and inputs in channels-last memory order (inference on a CPU).
+
+        oneDNN's 3D convolutions run faster channels-last on CPUs: 10% less time per forward pass of the
+        default model on a 2-core AVX2 CPU (48^3, batch 2, fp32: 1.34 -> 1.20 s), outputs equal to 2e-5.
+        Converting only the input does not take that path; the weights must be channels-last too. Used
+        for inference (``load_model``); the trainer keeps the default order (DDP and the optimiser hold
+        references to the weights as they are).
+        """
+        self.net.to(memory_format=torch.channels_last_3d)
+        self.channels_last = True
+        return self
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DiffusionModel:
@@ -113,9 +127,11 @@ class DiffusionModel(nn.Module):
         """Raw network output (float32) for x_t (B, 1, I, J, K) and t (B,)."""
         t = t.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         self.network_evaluations += 1
+        if self.channels_last and x.dim() == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast(x):
             out = self.net(x, t * self.time_scale)
-        return out.float()
+        return out.float().contiguous()
 
     def predict(self, x: Tensor, t: Tensor) -> Prediction:
         """The Denoiser interface: eps and x0 estimates for x_t (B, 1, I, J, K) at t (B,)."""

