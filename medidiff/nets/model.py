@@ -84,7 +84,7 @@ class DiffusionModel(nn.Module):
         for inference (``load_model``); the trainer keeps the default order (DDP and the optimiser hold
         references to the weights as they are).
         """
-        self.net.to(memory_format=torch.channels_last_3d)
+        self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs lack it
         self.channels_last = True
         return self
 
