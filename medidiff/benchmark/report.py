@@ -169,7 +169,15 @@ def machine_line(model: str) -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    machine = f"{os.cpu_count()} CPU cores ({cpu}), Python {platform.python_version()}"
+    import torch
+
+    from medidiff.nets.model import bf16_is_fast
+
+    # The vector unit decides the precision (and much of the speed): AVX2-only CPUs run the network in fp32.
+    isa = torch.backends.cpu.get_cpu_capability()
+    precision = "bf16 autocast" if bf16_is_fast("cpu") else "fp32"
+    machine = f"{os.cpu_count()} CPU cores ({cpu}, {isa}; network in {precision})"
+    machine += f", Python {platform.python_version()}"
     return f"Model {model_description(model)}. {machine}."
 
 
