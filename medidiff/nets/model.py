@@ -131,7 +131,7 @@ class DiffusionModel(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast(x):
             out = self.net(x, t * self.time_scale)
-        return out.float().contiguous()
+        return out.float()
 
     def predict(self, x: Tensor, t: Tensor) -> Prediction:
         """The Denoiser interface: eps and x0 estimates for x_t (B, 1, I, J, K) at t (B,)."""

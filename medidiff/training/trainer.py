@@ -232,16 +232,16 @@ def _init_weights(core: DiffusionModel, spec: str) -> None:
     from medidiff.nets.checkpoint import load_model
 
     source = load_model(spec, device="cpu")
-    mine, theirs = core.net.state_dict(), source.net.state_dict()
-    if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+    try:  # strict: missing, unexpected or reshaped tensors all raise (as in apply_train_state)
+        core.net.load_state_dict(source.net.state_dict())
+    except RuntimeError:
         raise ModelError(
             f"run.init_from={spec}: its network differs from this config's model (tensors or shapes)"
-        )
+        ) from None
     if source.prediction_type != core.prediction_type or source.config.get("sde") != core.config.get("sde"):
         raise ModelError(
             f"run.init_from={spec}: its diffusion (SDE or prediction type) differs from this config's"
         )
-    core.net.load_state_dict(theirs)
 
 
 def _init_record(spec: str) -> dict[str, Any]:
