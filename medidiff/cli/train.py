@@ -29,10 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medidiff.training.config import load_config, resolve_data_files
-    from medidiff.training.trainer import TrainConfig, train
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     raw = load_config(args.config, args.overrides)
+    # Imported once the YAML has been read: torch and MONAI take seconds, a missing config file should not.
+    from medidiff.training.trainer import TrainConfig, train
+
     cfg = TrainConfig.from_dict(raw)
     # The model's provenance keeps the config's specs (pkg:, relative paths), not this machine's paths.
     cfg.provenance = {**cfg.provenance, "files": list(cfg.data.files)}

@@ -76,13 +76,14 @@ class DiffusionModel(nn.Module):
         self.channels_last = False
 
     def use_channels_last(self) -> DiffusionModel:
-        """Keep the network's weights and inputs in channels-last memory order (inference on a CPU).
+        """Keep the network's weights and inputs in channels-last memory order (for CPUs).
 
         oneDNN's 3D convolutions run faster channels-last on CPUs: 10% less time per forward pass of the
-        default model on a 2-core AVX2 CPU (48^3, batch 2, fp32: 1.34 -> 1.20 s), outputs equal to 2e-5.
-        Converting only the input does not take that path; the weights must be channels-last too. Used
-        for inference (``load_model``); the trainer keeps the default order (DDP and the optimiser hold
-        references to the weights as they are).
+        default model on a 2-core AVX2 CPU (48^3, batch 2, fp32: 1.34 -> 1.20 s), outputs equal to 2e-5,
+        and 22% less per training step (forward and backward: 5.76 -> 4.52 s), the convolutions' backward
+        most of all. Converting only the input does not take that path; the weights must be channels-last
+        too. ``load_model`` and the trainer call it on CPUs, the trainer before the EMA copy, DDP and the
+        optimiser take the weights. Checkpoints store plain contiguous tensors either way.
         """
         self.net.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # torch stubs lack it
         self.channels_last = True

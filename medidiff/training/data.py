@@ -183,6 +183,8 @@ def patch_transform(cfg: PatchDataConfig) -> Compose:
             RandCropByPosNegLabeld(
                 keys=["image"],
                 label_key="label",
+                fg_indices_key="fg_indices",
+                bg_indices_key="bg_indices",
                 spatial_size=crop,
                 pos=cfg.foreground_ratio,
                 neg=1.0 - cfg.foreground_ratio,
@@ -227,7 +229,16 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def _volume(self, path: str) -> dict[str, Any]:
         if path not in self._cache:
-            self._cache[path] = load_training_volume(path, clean_air=self.cfg.clean_air)
+            from monai.transforms.utils import map_binary_to_indices
+
+            volume = load_training_volume(path, clean_air=self.cfg.clean_air)
+            # The crop's foreground/background voxel indices, once per volume: RandCropByPosNegLabeld would
+            # otherwise rescan the whole label at every draw (two torch.nonzero calls, about half the
+            # data time on a 1 mm head). Stored as int32 (a 1 mm head is under 2^31 voxels): half the memory.
+            fg, bg = map_binary_to_indices(volume["label"])
+            volume["fg_indices"] = torch.as_tensor(fg).to(torch.int32)
+            volume["bg_indices"] = torch.as_tensor(bg).to(torch.int32)
+            self._cache[path] = volume
         return self._cache[path]
 
     def __iter__(self):  # type: ignore[no-untyped-def]

@@ -293,6 +293,8 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
     core = DiffusionModel.from_config(cfg.model).to(device)
     if cfg.run.init_from and not resume:
         _init_weights(core, cfg.run.init_from)
+    if torch.device(device).type == "cpu":
+        core.use_channels_last()  # before the EMA copy, DDP and the optimiser take the weights
     ema = make_ema(core.net, cfg.optim.ema_decay)
     torch.manual_seed(cfg.run.seed + rank)
     model: torch.nn.Module = core

@@ -14,6 +14,7 @@ from medidiff.training.trainer import TrainConfig, diffusion_loss, train
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "train" / "smoke.yaml"
+TRAINED_STEPS = 100
 
 
 def _config(tmp_path: Path, steps: int, **extra: str) -> TrainConfig:
@@ -47,7 +48,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainConfig
     cfg = _config(tmp, steps=1, **{"optim.lr": "0.0"})
     first = train(cfg, quiet=True)  # an untrained (zero-output) export: the baseline
     baseline = _fixed_batch_loss(first, cfg)
-    cfg = _config(tmp, steps=150)
+    # 100 steps with a shorter EMA than the smoke config's 0.98 (whose export still lags the weights by about
+    # 50 steps): loss ratio 0.59 on a 2-core AVX2 CPU, against 0.57 after 150 steps at 0.98, in 70% of the
+    # time.
+    cfg = _config(tmp, steps=TRAINED_STEPS, **{"optim.ema_decay": "0.95"})
     path = train(cfg, resume=True, quiet=True)
     return path, cfg, baseline  # type: ignore[return-value]
 
@@ -62,11 +66,11 @@ def test_checkpoint_files_and_history(trained) -> None:  # type: ignore[no-untyp
     path, cfg, _ = trained
     run = Path(cfg.run.out_dir)
     meta = json.loads((run / "train_state.json").read_text())
-    assert meta["step"] == 150
+    assert meta["step"] == TRAINED_STEPS
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
-    assert history[-1]["step"] == 150 and history[-1]["voxels_per_s"] > 0
+    assert history[-1]["step"] == TRAINED_STEPS and history[-1]["voxels_per_s"] > 0
     model_json = json.loads(path.with_suffix(".json").read_text())
-    assert model_json["training"]["steps"] == 150
+    assert model_json["training"]["steps"] == TRAINED_STEPS
 
 
 def test_a_run_can_start_from_an_exported_model(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -80,7 +84,8 @@ def test_a_run_can_start_from_an_exported_model(trained, tmp_path: Path) -> None
     assert _fixed_batch_loss(tuned, cfg) == pytest.approx(source_loss, rel=1e-6)
     assert source_loss < 0.65 * baseline  # the trained source, far from a fresh init's loss
     training = json.loads(tuned.with_suffix(".json").read_text())["training"]
-    assert training["init_from"] == str(source) and training["init_steps"] == 150 and training["steps"] == 1
+    assert training["init_from"] == str(source) and training["steps"] == 1
+    assert training["init_steps"] == TRAINED_STEPS
     # A source of another shape (the embedded default: wider channels, 48^3 patches) is refused clearly.
     other = _config(tmp_path / "other", steps=1, **{"run.init_from": "default"})
     with pytest.raises(ModelError, match="network differs"):
