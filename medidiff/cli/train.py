@@ -32,13 +32,17 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     raw = load_config(args.config, args.overrides)
-    # Imported once the YAML has been read: torch and MONAI take seconds, a missing config file should not.
+    config_dir = Path(args.config).resolve().parent
+    entries = raw.get("data", {}).get("files") if isinstance(raw.get("data"), dict) else None
+    if isinstance(entries, list):  # a missing file fails at once; TrainConfig checks the types below
+        resolve_data_files([str(e) for e in entries], config_dir)
+    # Imported once the YAML and the data paths are checked: torch and MONAI take seconds to import.
     from medidiff.training.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_dict(raw)
     # The model's provenance keeps the config's specs (pkg:, relative paths), not this machine's paths.
     cfg.provenance = {**cfg.provenance, "files": list(cfg.data.files)}
-    cfg.data.files = resolve_data_files(cfg.data.files, Path(args.config).resolve().parent)
+    cfg.data.files = resolve_data_files(cfg.data.files, config_dir)
     path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(path)

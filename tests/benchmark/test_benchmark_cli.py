@@ -133,7 +133,10 @@ def test_changed_settings_rerun_only_that_case(
     assert rows[1]["memory_measure"] == "ru_maxrss"  # the config's default isolation: a fresh process
     record = out / "cases" / "sample__denoise-gaussian-5" / "tv.json"
     before = record.stat().st_mtime_ns
-    options = RunOptions(out, str(tiny_model), quiet=True, cases=["*denoise*"], methods=["tv"])
+    # The reruns below test the digest only: in this process (a fresh one costs seconds of imports).
+    options = RunOptions(
+        out, str(tiny_model), quiet=True, cases=["*denoise*"], methods=["tv"], isolation="inprocess"
+    )
     assert run_benchmark(load_config(small_quick_config), options).reused == 1
     assert record.stat().st_mtime_ns == before
     options.steps = 3
@@ -201,7 +204,13 @@ def test_retrained_model_reruns_medidiff_and_reuses_the_baselines(
     shutil.copy(tiny_model, model)
     shutil.copy(tiny_model.with_suffix(".json"), model.with_suffix(".json"))
     options = RunOptions(
-        tmp_path / "b", str(model), quiet=True, cases=["*denoise*"], methods=["medidiff", "tv"], steps=2
+        tmp_path / "b",
+        str(model),
+        quiet=True,
+        cases=["*denoise*"],
+        methods=["medidiff", "tv"],
+        steps=2,
+        isolation="inprocess",  # the digests are the point here, not the worker process
     )
     config = load_config(small_quick_config)
     assert run_benchmark(config, options).ran == 2
