@@ -84,13 +84,14 @@ def network_speed(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 
 
 def training_speed(patch: int, steps: int) -> dict[str, Any]:
-    """Voxels per second of training steps (loss, backward, AdamW) on batches of 2 patches."""
+    """Voxels per second of training steps (loss, backward, AdamW) on batches of 2 patches, with the weights
+    channels-last as the trainer keeps them on CPUs."""
     import torch
 
     from medidiff.nets.model import DiffusionModel
     from medidiff.training.trainer import diffusion_loss
 
-    model = DiffusionModel.from_config(_architecture()).train()
+    model = DiffusionModel.from_config(_architecture()).use_channels_last().train()  # as the trainer on CPUs
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=1e-4)
     generator = torch.Generator().manual_seed(0)
     x0 = torch.rand(2, 1, patch, patch, patch) * 2 - 1
