@@ -233,8 +233,9 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
             volume = load_training_volume(path, clean_air=self.cfg.clean_air)
             # The crop's foreground/background voxel indices, once per volume: RandCropByPosNegLabeld would
-            # otherwise rescan the whole label at every draw (two torch.nonzero calls, about half the
-            # data time on a 1 mm head). Stored as int32 (a 1 mm head is under 2^31 voxels): half the memory.
+            # otherwise rescan the whole label at every draw (two torch.nonzero calls: 40 patches of the
+            # default config took 3.74 s, now 1.02 s, the same patches bit for bit). Stored as int32 (any
+            # volume under 2^31 voxels): half the memory of MONAI's int64.
             fg, bg = map_binary_to_indices(volume["label"])
             volume["fg_indices"] = torch.as_tensor(fg).to(torch.int32)
             volume["bg_indices"] = torch.as_tensor(bg).to(torch.int32)
