@@ -34,15 +34,15 @@ def run(args: argparse.Namespace) -> int:
     raw = load_config(args.config, args.overrides)
     config_dir = Path(args.config).resolve().parent
     entries = raw.get("data", {}).get("files") if isinstance(raw.get("data"), dict) else None
-    if isinstance(entries, list):  # a missing file fails at once; TrainConfig checks the types below
-        resolve_data_files([str(e) for e in entries], config_dir)
-    # Imported once the YAML and the data paths are checked: torch and MONAI take seconds to import.
+    # Resolved before torch and MONAI are imported (seconds), so a missing file fails at once; anything but a
+    # list is left to TrainConfig's checks and resolved after them, as before.
+    files = resolve_data_files([str(e) for e in entries], config_dir) if isinstance(entries, list) else None
     from medidiff.training.trainer import TrainConfig, train
 
     cfg = TrainConfig.from_dict(raw)
     # The model's provenance keeps the config's specs (pkg:, relative paths), not this machine's paths.
     cfg.provenance = {**cfg.provenance, "files": list(cfg.data.files)}
-    cfg.data.files = resolve_data_files(cfg.data.files, config_dir)
+    cfg.data.files = files if files is not None else resolve_data_files(cfg.data.files, config_dir)
     path = train(cfg, resume=args.resume, device=args.device, quiet=args.quiet)
     if not args.quiet and os.environ.get("RANK", "0") == "0":
         print(path)
