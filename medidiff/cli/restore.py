@@ -85,7 +85,7 @@ def check_task_options(args: argparse.Namespace) -> None:
     if getattr(args, "uncertainty", None) and _samples(args) < 2:
         raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
     if getattr(args, "views", None) is not None:
-        from medidiff.inference.pipeline import resolve_views
+        from medidiff.inference.defaults import resolve_views
 
         resolve_views(args.task, args.views)
     if getattr(args, "params_out", None) and args.task != "restore":
@@ -95,7 +95,7 @@ def check_task_options(args: argparse.Namespace) -> None:
 
 def _samples(args: argparse.Namespace) -> int:
     """--samples, or the task's default number of chains."""
-    from medidiff.inference.pipeline import DEFAULTS
+    from medidiff.inference.defaults import DEFAULTS
 
     return int(args.samples) if args.samples is not None else DEFAULTS[args.task].samples
 

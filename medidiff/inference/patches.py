@@ -43,12 +43,9 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import Prediction, expand_like
 from medidiff.diffusion.sde import SDE
+from medidiff.inference.defaults import FLIPS
 
 SkipPredicate = Callable[[Tensor, Tensor], Tensor]
-
-# Spatial axes (0-based) mirrored by each test-time view, in the order views are added: the identity, the
-# mirror through the centre (all axes; the view least like the identity), single axes, then pairs.
-FLIPS: tuple[tuple[int, ...], ...] = ((), (0, 1, 2), (0,), (1,), (2,), (0, 1), (0, 2), (1, 2))
 
 
 @dataclass

@@ -85,7 +85,7 @@ def test_task_defaults_stay_within_about_50_evaluations_and_are_applied(
     noisy: Volume, tiny_model_path: Path
 ) -> None:
     """Issue 5: every task runs at most ~50 network evaluations by default; inpaint averages 4 chains."""
-    from medidiff.inference.pipeline import DEFAULTS
+    from medidiff.inference.defaults import DEFAULTS
 
     assert set(DEFAULTS) == {"denoise", "inpaint", "restore"}
     assert DEFAULTS["denoise"].samples == 1  # one Tweedie evaluation, averaged over 2 mirrored views
@@ -261,7 +261,7 @@ def test_thick_slices_come_back_on_the_fine_grid(brain: Volume, tiny_model_path:
     expected = estimate_slice_sigma(thick.data, 2, 3, noise_sigma=result.info["sigma"])
     assert expected is not None and result.info["slice_profile_source"] == "spectral estimate"
     assert result.info["parameters"]["slices"]["sigma"] == pytest.approx(expected, abs=1e-6)
-    from medidiff.inference.pipeline import SLICES_START_RATIO
+    from medidiff.inference.defaults import SLICES_START_RATIO
 
     sde = medidiff.load_model(tiny_model_path).sde
     assert result.info["t_start"] == pytest.approx(float(sde.t_from_noise_ratio(SLICES_START_RATIO)))

@@ -195,6 +195,6 @@ def test_default_samples_mirror_the_cli() -> None:
     uncertainty map is allowed exactly when the CLI will produce one."""
     from MediDiffLib.command import DEFAULT_SAMPLES
 
-    from medidiff.inference.pipeline import DEFAULTS
+    from medidiff.inference.defaults import DEFAULTS
 
     assert {task: d.samples for task, d in DEFAULTS.items()} == DEFAULT_SAMPLES

@@ -23,7 +23,7 @@ from typing import Union
 from MediDiffLib.errors import ParameterError
 
 TASKS = ("denoise", "inpaint", "restore")
-# The CLI's default number of chains per task (medidiff.inference.pipeline.DEFAULTS; this module runs in
+# The CLI's default number of chains per task (medidiff.inference.defaults.DEFAULTS; this module runs in
 # Slicer's Python, which does not import medidiff).
 DEFAULT_SAMPLES = {"denoise": 1, "inpaint": 4, "restore": 4}
 NOISE_MODELS = ("gaussian", "rician")
