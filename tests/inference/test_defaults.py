@@ -1,4 +1,4 @@
-"""medidiff.inference.defaults: the task defaults are torch-free, and the CLI refuses bad options without torch."""
+"""medidiff.inference.defaults: torch-free task defaults; the CLI refuses bad options without torch."""
 
 from __future__ import annotations
 
