@@ -206,7 +206,7 @@ def restore(
     with torch.no_grad(), Progress(1, task, quiet=None if progress is None else not progress) as bar:
         callback = _step_callback(bar, runs)
         if task == "denoise":
-            from medidiff.restoration.noise import resolve_sigma
+            from medidiff.restoration.noise import network_noise_level, resolve_sigma
 
             sigma_units = resolve_sigma(sigma, np.asarray(vol.data, dtype=np.float32), noise)
             fg = _foreground(y, margin=4).to(y.device)
@@ -216,7 +216,7 @@ def restore(
                 y,
                 den,
                 net.sde,
-                norm.sigma_to_model(sigma_units),
+                norm.sigma_to_model(network_noise_level(sigma_units, noise)),
                 samples=samples,
                 steps=n_steps,
                 generator=generator,

@@ -191,15 +191,34 @@ def test_sigma_auto_is_within_ten_percent(brain: Volume, tiny_model_path: Path, 
     assert result.info["noise"] == noise
 
 
-def test_rician_denoising_is_bias_corrected(noisy: Volume, tiny_model_path: Path) -> None:
-    """Same sigma, same seed: the Rician result is the Gaussian one pulled down by the inverted Rician mean
-    (never up, and most in the dark voxels, where the Rician floor is)."""
+def test_rician_denoising_is_bias_corrected(
+    noisy: Volume, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same sigma, same seed, the prior at the same noise level: the Rician result is the Gaussian one pulled
+    down by the inverted Rician mean (never up, and most in the dark voxels, where the Rician floor is)."""
+    from medidiff.restoration import noise
+
+    monkeypatch.setattr(noise, "RICIAN_NETWORK_SCALE", 1.0)
     kwargs = {"sigma": 60.0, "model": tiny_model_path, "progress": False}
     gauss = medidiff.restore(noisy, noise="gaussian", **kwargs).data.astype(np.float64)
     rice = medidiff.restore(noisy, noise="rician", **kwargs).data.astype(np.float64)
     assert (rice <= gauss).all()
     dark, bright = gauss < np.percentile(gauss, 20), gauss > np.percentile(gauss, 80)
     assert (gauss - rice)[dark].mean() > 2 * (gauss - rice)[bright].mean() > 0
+
+
+def test_rician_data_meet_the_prior_below_sigma(noisy: Volume, tiny_model_path: Path) -> None:
+    """The prior removes RICIAN_NETWORK_SCALE x sigma from Rician data (their spread is below sigma where the
+    signal is weak) and sigma from Gaussian data; the bias correction still reports and uses sigma."""
+    from medidiff.restoration.noise import RICIAN_NETWORK_SCALE
+
+    kwargs = {"sigma": 60.0, "model": tiny_model_path, "progress": False, "full_result": True}
+    gauss = medidiff.restore(noisy, noise="gaussian", **kwargs).info
+    rice = medidiff.restore(noisy, noise="rician", **kwargs).info
+    assert 0.5 < RICIAN_NETWORK_SCALE < 1.0
+    assert gauss["sigma"] == rice["sigma"] == 60.0
+    assert rice["noise_sigma_model"] == pytest.approx(RICIAN_NETWORK_SCALE * gauss["noise_sigma_model"])
+    assert rice["t_star"] < gauss["t_star"]
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "rician"])
