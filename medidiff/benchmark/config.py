@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from medidiff.errors import ConfigError
+from medidiff.inference.defaults import TASKS
 
-TASKS = ("denoise", "inpaint", "restore")
 METHODS = ("medidiff", "bm4d", "nlm", "tv", "biharmonic", "n4", "cubic")
 REGIONS = ("foreground", "missing", "none")
 METRICS = ("psnr", "ssim", "psnr_region", "psnr_fit")

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from medidiff.cli.common import add_input_options, add_output_options, positive_int
+from medidiff.inference.defaults import NOISE_MODELS, TASKS
 
 # Same list as medidiff.nets.checkpoint.PICKLE_SUFFIXES, kept literal so that refusing a pickled checkpoint
 # needs no torch import (tests/cli/test_restore_cli.py checks the two agree).
@@ -14,8 +15,8 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
     """Task options shared by `restore` and `restore-batch`."""
-    p.add_argument("--task", required=True, choices=("denoise", "inpaint", "restore"), help="what to restore")
-    p.add_argument("--noise", default="gaussian", choices=("gaussian", "rician"), help="denoise: noise model")
+    p.add_argument("--task", required=True, choices=TASKS, help="what to restore")
+    p.add_argument("--noise", default="gaussian", choices=NOISE_MODELS, help="denoise: noise model")
     p.add_argument(
         "--sigma",
         default="auto",
