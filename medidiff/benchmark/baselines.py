@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from medidiff.errors import ConfigError, InputError
+from medidiff.n4 import N4_ITERATIONS, N4_SHRINK, n4_correct
 
 # NLM settings (3D): 5^3 patches searched within +-4 voxels. scikit-image's defaults (7^3 patches, +-11)
 # are tuned for 2D images and cost 23^3 = 12167 patch comparisons per voxel in 3D (about an hour on a 120^3
@@ -41,11 +42,6 @@ TV_WEIGHT_FACTOR = 0.6
 # Biharmonic inpainting: each connected missing region is solved on its bounding box grown by this many
 # voxels (the biharmonic stencil reaches 2 voxels; a wider margin gives the solution known context).
 BIHARMONIC_MARGIN = 4  # the same as medidiff.restoration.fill.BIHARMONIC_MARGIN
-
-# N4: fitted on a copy shrunk by this factor per axis (SimpleITK's documented speed-up); the fitted
-# log-field is then evaluated on the full grid, so the correction itself is full resolution.
-N4_SHRINK = 2
-N4_ITERATIONS = (50, 50, 50, 50)
 
 
 def _check_3d(volume: np.ndarray, name: str = "volume") -> np.ndarray:
@@ -155,7 +151,7 @@ def biharmonic(degraded: np.ndarray, missing: np.ndarray, margin: int = BIHARMON
 
 
 def n4(biased: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
-    """N4 bias-field correction (SimpleITK) inside an Otsu foreground mask.
+    """N4 bias-field correction (SimpleITK) inside an Otsu foreground mask (:func:`medidiff.n4.n4_correct`).
 
     The field is fitted on a copy shrunk by :data:`N4_SHRINK` (the speed-up the SimpleITK examples use), then
     the full-resolution log-field is divided out of the original. N4 recovers intensities only up to a
@@ -168,22 +164,7 @@ def n4(biased: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     Returns:
         (I, J, K) float64 corrected volume.
     """
-    import SimpleITK as sitk
-
-    data = _check_3d(biased, "biased")
-    # SimpleITK images are indexed (x, y, z) = (I, J, K) but arrays come out as (K, J, I): transpose in and
-    # out so that spacing stays attached to the right axis.
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)).astype(np.float32))
-    image.SetSpacing([float(s) for s in spacing])
-    mask = sitk.OtsuThreshold(image, 0, 1, 200)
-    small = sitk.Shrink(image, [N4_SHRINK] * 3)
-    small_mask = sitk.Shrink(mask, [N4_SHRINK] * 3)
-    corrector = sitk.N4BiasFieldCorrectionImageFilter()
-    corrector.SetMaximumNumberOfIterations(list(N4_ITERATIONS))
-    corrector.Execute(small, small_mask)
-    log_field = corrector.GetLogBiasFieldAsImage(image)
-    corrected = image / sitk.Exp(log_field)
-    return np.asarray(sitk.GetArrayFromImage(corrected), dtype=np.float64).transpose(2, 1, 0)
+    return n4_correct(_check_3d(biased, "biased"), spacing, N4_SHRINK, N4_ITERATIONS)
 
 
 def cubic_slices(thick: np.ndarray, axis: int, factor: int) -> np.ndarray:

@@ -59,6 +59,9 @@ class RunConfig:
     # directory or .safetensors path (an exported model, e.g. another run's model.safetensors). "" : random.
     # Fine-tuning the default prior on a site's own scans; ignored on --resume (the run's state wins).
     init_from: str = ""
+    # Keep a copy of the exported model every keep_every steps (snapshots/step_NNNNNNN.*), for learning
+    # curves on development volumes. 0: keep only the latest model.safetensors.
+    keep_every: int = 0
 
 
 @dataclass
@@ -349,6 +352,13 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
         )
         (out_dir / "history.jsonl").open("a").writelines(json.dumps(h) + "\n" for h in history)
         history.clear()
+        if cfg.run.keep_every > 0 and step % cfg.run.keep_every == 0:
+            import shutil
+
+            snapshots = out_dir / "snapshots"
+            snapshots.mkdir(exist_ok=True)
+            for suffix in (".safetensors", ".json"):
+                shutil.copyfile(out_dir / f"model{suffix}", snapshots / f"step_{step:07d}{suffix}")
 
     model.train()
     progress = Progress(cfg.optim.steps, "train", quiet=quiet or not is_main)
