@@ -36,9 +36,11 @@ _PROGRESS_LINE = re.compile(r"^" + re.escape(PROGRESS_PREFIX) + r"\s+(\S+)\s+(\d
 
 # Output lines kept per stream: the tail is what errors need, and a chatty process must not grow memory.
 LOG_LINES_KEPT = 2000
-# How long poll() waits for the last output lines once the process has exited. A grandchild that inherited the
-# pipes can keep them open after the main process ended; poll() must not hang on it.
-_READER_JOIN_S = 2.0
+# How long after the process has exited poll() keeps waiting (over several calls, never blocking) for the last
+# output lines. A grandchild that inherited the pipes can keep them open after the main process ended.
+_READER_GRACE_S = 2.0
+# Default seconds between the polite termination request of a cancel and the kill.
+CANCEL_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,11 @@ class BackgroundProcess:
         self._state = ProcessState.NOT_STARTED
         self._returncode: int | None = None
         self._cancel_requested = False
+        self._kill_at: float | None = None  # when a requested cancel escalates to a kill
+        self._killed = False
+        self._descendants: list[Any] = []  # psutil processes found when the cancel was requested
+        self._exited_at: float | None = None  # when the process was seen to exit (readers may still drain)
+        self._streams_closed = 0
         self._start_time = 0.0
         self._end_time: float | None = None
 
@@ -206,7 +213,7 @@ class BackgroundProcess:
             self._readers.append(reader)
 
     def poll(self) -> ProcessStatus:
-        """Collect new output and check whether the process ended; never blocks for long.
+        """Collect new output, escalate a requested cancel, check whether the process ended; never blocks.
 
         Returns:
             The current status; ``new_lines`` holds the output lines that arrived since the previous call.
@@ -215,11 +222,20 @@ class BackgroundProcess:
             return ProcessStatus(ProcessState.NOT_STARTED, None, None, 0.0)
         new_lines = self._drain()
         if self._state is ProcessState.RUNNING:
+            now = time.monotonic()
             returncode = self._popen.poll()
+            if returncode is None and self._kill_at is not None and now >= self._kill_at and not self._killed:
+                self._kill_now()
+                returncode = self._popen.poll()
             if returncode is not None:
-                self._join_readers(_READER_JOIN_S)
-                new_lines += self._drain()
-                self._finish(returncode)
+                if self._exited_at is None:
+                    self._exited_at = now
+                    if self._cancel_requested and not self._killed:
+                        self._kill_now()  # helpers that survived the polite request
+                readers_done = self._streams_closed >= len(self._readers)
+                if readers_done or now - self._exited_at >= _READER_GRACE_S:
+                    new_lines += self._drain()
+                    self._finish(returncode)
         return ProcessStatus(self._state, self._progress, self._returncode, self.elapsed_s, tuple(new_lines))
 
     def wait(self, timeout_s: float | None = None, interval_s: float = 0.05) -> ProcessStatus:
@@ -239,17 +255,31 @@ class BackgroundProcess:
                 raise TimeoutError(f"{self.argv[0]} still running after {timeout_s} s")
             time.sleep(interval_s)
 
-    def cancel(self, grace_s: float = 2.0) -> None:
-        """Stop the process and all its descendants; returns once the process has exited.
+    def request_cancel(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        """Ask the process tree to stop and return at once; :meth:`poll` kills what is left after ``grace_s``.
+
+        This is what the Slicer GUI calls: it never waits, so Cancel never freezes Slicer. The state becomes
+        ``CANCELLED`` on the first :meth:`poll` after the process has exited.
+        """
+        if self._popen is None or self._state is not ProcessState.RUNNING or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        self._kill_at = time.monotonic() + max(grace_s, 0.0)
+        self._descendants = terminate_process_tree(self._popen)
+
+    def cancel(self, grace_s: float = CANCEL_GRACE_S, timeout_s: float = 30.0) -> None:
+        """Stop the process and all its descendants and wait until it has exited (scripts, tests, shutdown).
 
         Args:
-            grace_s: seconds the processes get to exit after a polite termination request before being killed.
+            grace_s: seconds the processes get to exit after the polite request before being killed.
+            timeout_s: give up waiting after this long (the kill has been sent by then).
         """
         if self._popen is None or self._state is not ProcessState.RUNNING:
             return
-        self._cancel_requested = True
-        kill_process_tree(self._popen, grace_s)
-        self.poll()
+        self.request_cancel(grace_s)
+        deadline = time.monotonic() + timeout_s
+        while self.poll().state is ProcessState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def __enter__(self) -> BackgroundProcess:
         return self
@@ -308,6 +338,7 @@ class BackgroundProcess:
             except queue.Empty:
                 return lines
             if line is None:
+                self._streams_closed += 1
                 continue
             event = parse_progress_line(line)
             if event is not None:
@@ -316,10 +347,11 @@ class BackgroundProcess:
             (self._stderr if name == "stderr" else self._stdout).append(line)
             lines.append(line)
 
-    def _join_readers(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        for reader in self._readers:
-            reader.join(max(deadline - time.monotonic(), 0.0))
+    def _kill_now(self) -> None:
+        """Kill what is left of a cancelled tree: its process group and the descendants seen before."""
+        self._killed = True
+        assert self._popen is not None
+        kill_remaining(self._popen, self._descendants)
 
     def _finish(self, returncode: int) -> None:
         self._returncode = returncode
@@ -367,21 +399,15 @@ def _wait_gone(procs: Sequence[Any], psutil: Any, timeout_s: float) -> list[Any]
     return alive
 
 
-def _wait_exit(process: subprocess.Popen[str], timeout_s: float) -> None:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=max(timeout_s, 0.0))
+def terminate_process_tree(process: subprocess.Popen[str]) -> list[Any]:
+    """Ask a process started by :class:`BackgroundProcess` and all its descendants to stop; never waits.
 
+    POSIX: SIGTERM to the process group and to every descendant that left it (found with psutil).
+    Windows has no polite request for console-less processes: the tree is killed at once (psutil, or
+    ``taskkill /T /F`` when psutil is missing).
 
-def kill_process_tree(process: subprocess.Popen[str], grace_s: float = 2.0) -> None:
-    """Terminate a process started by :class:`BackgroundProcess` together with all its descendants.
-
-    POSIX: SIGTERM to the process's own process group (and to any descendant that left it, found with psutil),
-    then SIGKILL to whatever is left after ``grace_s``. Windows: every descendant and the process are killed
-    (psutil), or ``taskkill /T /F`` walks the tree when psutil is missing. Returns once the process is reaped.
-
-    Args:
-        process: a process started in its own session/process group (``pgid == pid``).
-        grace_s: seconds to wait after the polite request before killing.
+    Returns:
+        The descendants found (psutil processes; empty without psutil), for :func:`kill_remaining`.
     """
     psutil = _import_psutil()
     # Collected first: once the parent dies its children are re-parented and the relation is lost.
@@ -396,24 +422,47 @@ def kill_process_tree(process: subprocess.Popen[str], grace_s: float = 2.0) -> N
         for proc in descendants:  # psutil checks the creation time, so a reused pid is never signalled
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
-        start = time.monotonic()
-        _wait_exit(process, grace_s)
-        survivors = _wait_gone(descendants, psutil, grace_s - (time.monotonic() - start)) if psutil else []
-        _signal_group(process.pid, signal.SIGKILL)
     else:
-        if psutil is None:
-            subprocess.run(
-                ["taskkill", "/PID", str(process.pid), "/T", "/F"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-        survivors = descendants
+        kill_remaining(process, descendants)
+    return descendants
+
+
+def kill_remaining(process: subprocess.Popen[str], descendants: Sequence[Any]) -> None:
+    """Kill whatever is left of a tree after :func:`terminate_process_tree`; never waits."""
+    psutil = _import_psutil()
+    if os.name == "posix":
+        _signal_group(process.pid, signal.SIGKILL)
+    elif psutil is None and process.poll() is None:
+        subprocess.run(
+            ["taskkill", "/PID", str(process.pid), "/T", "/F"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
     if process.poll() is None:
-        process.kill()
+        with contextlib.suppress(OSError):
+            process.kill()
+    if psutil is not None:
+        for proc in descendants:
+            if _alive(proc, psutil):
+                with contextlib.suppress(psutil.Error):
+                    proc.kill()
+
+
+def kill_process_tree(process: subprocess.Popen[str], grace_s: float = CANCEL_GRACE_S) -> None:
+    """Terminate a process and all its descendants, wait ``grace_s`` for them, kill the rest; blocks.
+
+    For scripts; the module uses :meth:`BackgroundProcess.request_cancel`, which does the same over polls.
+    Returns once the process is reaped.
+    """
+    descendants = terminate_process_tree(process)
+    psutil = _import_psutil()
+    start = time.monotonic()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=max(grace_s, 0.0))
+    if psutil is not None:
+        _wait_gone(descendants, psutil, grace_s - (time.monotonic() - start))
+    kill_remaining(process, descendants)
     process.wait()
-    for proc in survivors:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    if psutil is not None and survivors:
-        _wait_gone(survivors, psutil, grace_s)
+    if psutil is not None:
+        _wait_gone(descendants, psutil, grace_s)
