@@ -29,7 +29,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data_samples" / "mni152_t1_2mm.nii.gz"
 DOC = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- cohort-throughput:start -->", "<!-- cohort-throughput:end -->"
 
 
 def write_cohort(folder: Path, count: int, size: int) -> list[Path]:
@@ -114,21 +113,6 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_doc(doc: Path, section: str) -> None:
-    """Replace the text between the cohort-throughput markers of ``doc`` (append the section if absent)."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section.strip()}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_name(f".{doc.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -199,7 +183,9 @@ def main() -> None:
         "by `benchmarks/cohort_throughput.py`.\n\n"
         f"Machine: {about}; torch {torch_version()}, Python {platform.python_version()}.\n\n{body}\n"
     )
-    update_doc(args.doc, section)
+    from benchmarks.docs_sections import replace_section
+
+    replace_section(args.doc, "cohort-throughput", section)
 
 
 def torch_threads() -> int:

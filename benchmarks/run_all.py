@@ -4,7 +4,9 @@
    outputs in ``out/bench/<name>``). Its montages are copied to ``docs/img/bench/<name>/`` and its table
    replaces the ``<!-- <name>:start -->`` ... ``<!-- <name>:end -->`` section of docs/benchmarks.md.
 2. Each other ``benchmarks/*.py`` script runs as ``python benchmarks/<script>.py`` and writes its own
-   section (``speed.py`` also gets ``--model``).
+   section (``speed.py`` also gets ``--model``); ``docs_sections.py`` is their shared helper, not a script.
+
+The ``medidiff`` package only writes into the output folder of a run; everything that touches docs/ is here.
 
 Usage::
 
@@ -16,17 +18,16 @@ Exits 1 if any benchmark failed (the others still run and their sections are sti
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.docs_sections import DOC, IMAGES, ROOT, config_section, replace_section
+
 CONFIGS = ROOT / "configs" / "bench"
-DOC = ROOT / "docs" / "benchmarks.md"
-IMAGES = ROOT / "docs" / "img" / "bench"
 SCRIPTS_WITH_MODEL = ("speed",)
+NOT_SCRIPTS = ("run_all", "__init__", "docs_sections")
 
 
 def bench_configs() -> list[Path]:
@@ -42,14 +43,14 @@ def bench_configs() -> list[Path]:
 
 
 def scripts() -> list[Path]:
-    """The benchmark scripts other than this one."""
-    return [p for p in sorted(Path(__file__).parent.glob("*.py")) if p.stem not in ("run_all", "__init__")]
+    """The benchmark scripts (every module here but this one and the helpers)."""
+    return [p for p in sorted(Path(__file__).parent.glob("*.py")) if p.stem not in NOT_SCRIPTS]
 
 
 def run_config(path: Path, out: Path, model: str | None) -> bool:
     """Run one benchmark config and write its docs section; False if anything failed."""
     from medidiff.benchmark.config import load_config
-    from medidiff.benchmark.report import docs_section, replace_section
+    from medidiff.benchmark.report import read_csv
 
     config = load_config(path)
     target = out / config.name
@@ -61,14 +62,7 @@ def run_config(path: Path, out: Path, model: str | None) -> bool:
     results = target / "results.csv"
     if not results.exists():
         return False
-    with results.open() as handle:
-        rows: list[dict[str, object]] = []
-        for row in csv.DictReader(handle):
-            parsed: dict[str, object] = dict(row)
-            for key in ("psnr", "ssim", "psnr_region", "psnr_fit", "seconds", "peak_rss_mib"):
-                parsed[key] = float(row[key]) if row[key] not in ("", None) else None
-            parsed["network_evaluations"] = int(row["network_evaluations"] or 0)
-            rows.append(parsed)
+    rows = read_csv(results)
     images = IMAGES / config.name
     if images.exists():
         shutil.rmtree(images)
@@ -76,7 +70,7 @@ def run_config(path: Path, out: Path, model: str | None) -> bool:
     for montage in sorted((target / "montages").glob("*.png")):
         shutil.copy2(montage, images / montage.name)
     relative = images.relative_to(DOC.parent).as_posix()
-    replace_section(DOC, config.name, docs_section(config, rows, model or config.model, relative))
+    replace_section(DOC, config.name, config_section(config, rows, model or config.model, relative))
     return ok
 
 

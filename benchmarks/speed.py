@@ -116,7 +116,7 @@ def training_speed(patch: int, steps: int) -> dict[str, Any]:
 
 
 def _peak_rss_gib() -> float:
-    from medidiff.benchmark.worker import peak_rss_mib  # VmHWM: ru_maxrss inherits the parent's peak
+    from medidiff.benchmark.rss import peak_rss_mib  # VmHWM: ru_maxrss inherits the parent's peak
 
     return peak_rss_mib() / 1024.0
 
@@ -125,11 +125,11 @@ def _head_volume(shape: tuple[int, int, int]) -> Any:
     """The MNI T1 cropped (centred) or zero-padded to ``shape``, float32, with a matching affine."""
     import numpy as np
 
-    from medidiff.benchmark.config import resolve_paths
+    from medidiff.datapaths import resolve_data_paths
     from medidiff.io import read_volume
     from medidiff.io.volume import Volume
 
-    volume = read_volume(resolve_paths(HEAD, ROOT)[0])
+    volume = read_volume(resolve_data_paths(HEAD, ROOT, what="speed benchmark head")[0])
     data = np.asarray(volume.data, dtype=np.float32)
     out = np.zeros(shape, dtype=np.float32)
     src, dst, offset = [], [], []
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medidiff.benchmark.report import replace_section
+    from benchmarks.docs_sections import replace_section
 
     torch.set_num_threads(args.threads)
     head_shape = (64, 80, 64) if args.small else HEAD_SHAPE

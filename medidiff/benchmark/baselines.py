@@ -5,7 +5,8 @@ implementation called with documented, fixed settings (nothing here is tuned on 
 
 * :func:`nlm`: scikit-image ``denoise_nl_means`` in 3D, given the true sigma.
 * :func:`tv`: scikit-image ``denoise_tv_chambolle`` with a weight proportional to the true sigma.
-* :func:`bm4d_denoise`: BM4D (the ``bm4d`` package of Mäkinen, Azzari and Foi) given the true sigma.
+* :func:`bm4d_denoise`: BM4D (the ``bm4d`` package of Mäkinen, Azzari and Foi) given the true sigma; that
+  package is optional (not a dependency of medidiff), imported only when BM4D runs.
 * :func:`biharmonic`: scikit-image ``inpaint_biharmonic``, one local problem per missing region.
 * :func:`n4`: SimpleITK's N4 bias-field correction inside an Otsu head mask.
 * :func:`cubic_slices`: cubic interpolation of thick slices onto the fine grid.
@@ -113,6 +114,9 @@ def bm4d_denoise(noisy: np.ndarray, sigma: float, profile: str = "np") -> np.nda
 
     Returns:
         (I, J, K) float64 denoised volume.
+
+    Raises:
+        ConfigError: the bm4d package is not installed.
     """
     try:
         import bm4d

@@ -1,17 +1,16 @@
 """Benchmark configuration: which clean volumes, which degradations, which methods, what to check.
 
-A benchmark YAML (``configs/bench/*.yaml``) looks like::
+A benchmark YAML (the repository's ``configs/bench/*.yaml`` are examples) looks like::
 
-    name: quick                      # also the docs/benchmarks.md section name
+    name: quick                      # the default output folder is out/bench/<name>
     title: Quick benchmark on the bundled sample
-    make_bench: true                 # run by `make bench` (benchmarks/run_all.py)
     model: default                   # medidiff model (overridden by --model)
     isolation: subprocess            # each method in a fresh process (peak RSS = its VmHWM) | inprocess
     threads: 2                       # threads of each method (torch, OpenMP)
     device: cpu                      # medidiff's device (auto, cpu, cuda)
     volumes:                         # clean references; never volumes the model was trained on
       - name: sample
-        path: data_samples/mni152_t1_2mm.nii.gz     # a path, a glob, or pkg:<package>/<path inside it>
+        path: ../../data_samples/mni152_t1_2mm.nii.gz  # a path, a glob, or pkg:<package>/<path inside it>
         label: MNI152 T1 2 mm (training-distribution sample)
         contrast: T1
         index: 0                     # volume of a 4D file (optional)
@@ -29,6 +28,10 @@ A benchmark YAML (``configs/bench/*.yaml``) looks like::
         volumes: [sample]            # optional: restrict to some volumes
         targets: [{metric: psnr, baseline: bm4d, margin: 0.0}]
 
+A relative volume path is looked up from the current directory, then from the config file's folder, so a
+config that names its volumes relative to itself works from anywhere. Keys this module does not know are
+ignored (the repository's ``make_bench: true`` marks the configs its ``benchmarks/run_all.py`` runs).
+
 Every (volume, degradation) pair is a *case*. Percent sigmas (``5%``) are resolved against the *clean*
 volume's 99.5th percentile, so a noise step after a bias step still means 5% of the true signal. A
 ``slices`` step may give ``count: N`` (exactly N missing slices) instead of ``fraction``.
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from medidiff.errors import ConfigError
-from medidiff.inference.defaults import TASKS
+from medidiff.tasks import TASKS
 
 METHODS = ("medidiff", "bm4d", "nlm", "tv", "biharmonic", "n4", "cubic")
 REGIONS = ("foreground", "missing", "none")
@@ -120,7 +123,6 @@ class BenchConfig:
     isolation: str = "subprocess"
     threads: int = 2
     device: str = "cpu"
-    make_bench: bool = False
     source: str = ""
 
     def cases(self) -> list[Case]:
@@ -135,8 +137,7 @@ class BenchConfig:
 
 def resolve_paths(entry: str, base: Path) -> list[Path]:
     """Expand a volume entry (a path, a glob or a ``pkg:<package>/<path>`` reference) into existing paths;
-    relative paths are tried from the current directory, then from ``base`` (the repository root when the
-    config lies in configs/bench/).
+    relative paths are tried from the current directory, then from ``base`` (the config file's folder).
 
     Raises:
         ConfigError: the entry names nothing (see ``medidiff.datapaths.resolve_data_paths``).
@@ -245,8 +246,7 @@ def load_config(path: str | Path) -> BenchConfig:
         raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a benchmark config must be a mapping")
-    # configs/bench/x.yaml -> the repository root, so relative volume paths work from anywhere.
-    base = path.resolve().parent.parent.parent if path.resolve().parent.parent.name == "configs" else Path()
+    base = path.resolve().parent  # relative volume paths: from the current directory, then from here
     isolation = str(raw.get("isolation", "subprocess"))
     if isolation not in ISOLATIONS:
         raise ConfigError(f"{path}: isolation must be subprocess or inprocess, got {isolation!r}")
@@ -264,7 +264,6 @@ def load_config(path: str | Path) -> BenchConfig:
         isolation=isolation,
         threads=int(raw.get("threads", 2)),
         device=str(raw.get("device", "cpu")),
-        make_bench=bool(raw.get("make_bench", False)),
         source=str(path),
     )
     if not config.cases():

@@ -5,12 +5,17 @@ loads what the method needs *before* the clock starts (the case's volumes, and f
 times only the restoration call. Every method sees the same degraded volume; the baselines also get the
 true degradation parameters they need (noise sigma, slice axis and factor), medidiff gets nothing but its
 own options (``sigma: auto`` by default).
+
+BM4D is the one baseline whose library is not a dependency of medidiff (the ``bm4d`` package is installed
+with the repository's development extra): the method exists only where that package is installed, and a run
+that selects it elsewhere stops before any work with one line saying so (:func:`require_packages`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +98,31 @@ BASELINES: dict[str, Callable[..., Any]] = {
     "n4": _n4,
     "cubic": _cubic,
 }
+
+
+# Methods whose library is an optional package (not a dependency of medidiff): method -> package.
+OPTIONAL_PACKAGES: dict[str, str] = {"bm4d": "bm4d"}
+
+
+def require_packages(methods: Iterable[str]) -> None:
+    """Check that every method in ``methods`` can run here (the optional packages it needs are installed).
+
+    Raises:
+        ConfigError: a method needs a package that is not installed; the message names it and the methods
+            that can run.
+    """
+    methods = list(dict.fromkeys(methods))
+    # find_spec rather than importing: whether the package is there, without loading its code.
+    missing = {
+        m: OPTIONAL_PACKAGES[m]
+        for m in methods
+        if m in OPTIONAL_PACKAGES and importlib.util.find_spec(OPTIONAL_PACKAGES[m]) is None
+    }
+    if missing:
+        needs = ", ".join(f"{m} needs the {p} package (pip install {p})" for m, p in missing.items())
+        rest = [m for m in methods if m not in missing]
+        hint = f"; to run without it: --methods {','.join(rest)}" if rest else ""
+        raise ConfigError(f"benchmark method {needs}, which is not installed{hint}")
 
 
 def medidiff_kwargs(case: CaseData, task: str, options: dict[str, Any]) -> dict[str, Any]:

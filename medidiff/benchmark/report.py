@@ -1,9 +1,11 @@
-"""Benchmark tables (CSV and Markdown), target checks, and docs/benchmarks.md sections.
+"""Benchmark tables (CSV and Markdown) and target checks, written into the run's output folder.
 
 The Markdown table has one row per case and method. PSNR is whole-volume; "PSNR region" is over the
 case's region (foreground or missing voxels, named in the column cell); "PSNR fit" is over the foreground
 after a global scale fit. The best value of each case is in bold. Peak RSS is the memory high-water mark of
-the process that ran the method (see :mod:`medidiff.benchmark.worker`).
+the process that ran the method (see :mod:`medidiff.benchmark.worker`). :func:`read_csv` reads a run's
+``results.csv`` back into rows, for tools that present results elsewhere (the repository's
+``benchmarks/run_all.py`` writes them into its documentation).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import csv
 import io
 import math
 import platform
-import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ COLUMNS = (
     "error",
 )
 _METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "psnr_region": "PSNR region", "psnr_fit": "PSNR fit"}
+_FLOAT_COLUMNS = ("psnr", "ssim", "psnr_region", "psnr_fit", "seconds", "peak_rss_mib")
 
 
 def _number(value: Any, digits: int) -> str:
@@ -56,6 +58,31 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
     return buffer.getvalue()
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``results.csv`` (:func:`csv_text`), numbers parsed and empty cells as None.
+
+    Raises:
+        InputError: the file cannot be read or is not a results table.
+    """
+    from medidiff.errors import InputError
+
+    try:
+        with Path(path).open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not set(COLUMNS) <= set(reader.fieldnames):
+                raise InputError(f"{path} is not a benchmark results table (columns {', '.join(COLUMNS)})")
+            rows: list[dict[str, Any]] = []
+            for raw in reader:
+                row: dict[str, Any] = dict(raw)
+                for key in _FLOAT_COLUMNS:
+                    row[key] = float(raw[key]) if raw[key] not in ("", None) else None
+                row["network_evaluations"] = int(raw["network_evaluations"] or 0)
+                rows.append(row)
+    except OSError as exc:
+        raise InputError(f"cannot read benchmark results {path}: {exc.strerror or exc}") from None
+    return rows
 
 
 def _best(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -194,50 +221,3 @@ def write_tables(config: BenchConfig, rows: list[dict[str, Any]], out: Path, mod
         tmp.write_text(csv_text(rows))
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(text)
-
-
-def replace_section(document: Path, name: str, body: str) -> None:
-    """Replace the text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``document`` (the
-    section is appended when absent). Other sections are left untouched."""
-    from medidiff.fsutil import atomic_path
-
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = document.read_text() if document.exists() else ""
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + ("\n\n" if text.strip() else "") + block + "\n"
-    with atomic_path(document) as tmp:
-        tmp.write_text(text)
-
-
-def docs_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, image_dir: str) -> str:
-    """The docs/benchmarks.md section of a benchmark: what it measures, the table, the targets.
-
-    Args:
-        config: the benchmark.
-        rows: its result rows.
-        model: the medidiff model used.
-        image_dir: where its montages were copied, relative to docs/ (links in the table).
-    """
-    import time
-
-    links = {r["case"]: f"{image_dir}/{r['case']}.png" for r in rows}
-    source = Path(config.source).name if config.source else config.name
-    lines = [
-        f"## {config.title or config.name}",
-        "",
-        f"`medidiff benchmark --config configs/bench/{source}` ({time.strftime('%Y-%m-%d')}). "
-        + machine_line(model),
-        "",
-    ]
-    if config.description:
-        lines += [config.description.strip(), ""]
-    text = "\n".join(lines).rstrip() + "\n\n" + markdown_table(rows, links)
-    checks = check_targets(config, rows)
-    if checks:
-        met = sum(c["passed"] for c in checks)
-        text += f"\nTargets met: {met} of {len(checks)}.\n\n" + targets_table(checks)
-    return text

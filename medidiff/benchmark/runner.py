@@ -94,10 +94,12 @@ def _run_subprocess(job: dict[str, Any], folder: Path, threads: int) -> dict[str
     job_path = folder / f"{job['method']}.job.json"
     result_path = folder / f"{job['method']}.run.json"
     job_path.write_text(json.dumps(job, indent=1) + "\n")
-    root = str(Path(__file__).resolve().parents[2])
+    # The folder that holds the medidiff package, so the worker imports this same medidiff (a source
+    # checkout run without installing it included).
+    home = str(Path(__file__).resolve().parents[2])
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "PYTHONPATH": os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         **{name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see medidiff.cli.benchmark.run
@@ -289,12 +291,19 @@ def run_benchmark(config: BenchConfig, options: RunOptions) -> RunSummary:
 
     Returns:
         The rows of all selected cases and the counts of jobs run, reused and failed.
+
+    Raises:
+        ConfigError: no case matches ``options.cases``, or a selected method needs an optional package that
+            is not installed (bm4d); nothing has run then.
     """
+    from medidiff.benchmark.methods import require_packages
     from medidiff.benchmark.report import write_tables
     from medidiff.progress import Progress
 
     model = options.model or config.model
     cases = _selected(config, options)
+    # Before any work: a method whose optional package is missing (bm4d) would fail in every case.
+    require_packages(m for case in cases for m in _methods(case, options) if m != INPUT)
     options.out.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(rows=[])
     fingerprint = model_fingerprint(model)  # once per run: it reads the model's weights

@@ -3,82 +3,33 @@
 Two isolation modes, both honest about what they measure:
 
 * ``subprocess`` (default): ``python -m medidiff.benchmark.worker JOB.json`` runs the job in a fresh
-  interpreter. Peak memory is the kernel's RSS high-water mark of that process (``VmHWM``): it counts
-  the interpreter, the libraries the method imports (torch for medidiff), the case's volumes and every
-  transient buffer of the method, with no sampling gap. Time is the wall clock of the restoration call
+  interpreter. Peak memory is the kernel's RSS high-water mark of that process (``VmHWM``, or ``ru_maxrss``
+  without /proc; the ``memory_measure`` column says ``ru_maxrss`` for both): it counts the interpreter, the
+  libraries the method imports (torch for medidiff), the case's volumes and every transient buffer of the
+  method, with no sampling gap. Time is the wall clock of the restoration call
   alone, started after the inputs (and the model) are loaded. The worker runs with ``OMP_WAIT_POLICY=PASSIVE``
   unless set otherwise: OpenMP's default spinning makes multi-threaded runs many times slower whenever
   other processes share the cores.
-* ``inprocess``: the job runs inside the harness. A thread samples the process's RSS (psutil) every 5 ms
-  during the call and reports the maximum; it can miss spikes shorter than that and includes whatever the
-  harness already holds. It exists for quick runs and tests.
+* ``inprocess``: the job runs inside the harness. A thread samples the process's RSS
+  (:class:`medidiff.benchmark.rss.RssSampler`, /proc/self/statm) every 5 ms during the call and reports the
+  maximum; it can miss spikes shorter than that and includes whatever the harness already holds. It exists
+  for quick runs and tests.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medidiff.benchmark.rss import RssSampler, peak_rss_mib
+
 RESULT_NAME = "{method}.json"
 OUTPUT_NAME = "{method}.nii.gz"
 UNCERTAINTY_NAME = "{method}_uncertainty.nii.gz"
-
-
-def peak_rss_mib() -> float:
-    """This process's RSS high-water mark in MiB.
-
-    On Linux this is ``VmHWM`` from /proc/self/status, the high-water mark of the process's *own* address
-    space. ``ru_maxrss`` is not: the kernel carries it over exec, so a child started by a big parent (with
-    vfork, as Python's subprocess does) reports at least the parent's RSS (measured: 12.1 GiB in every child
-    of benchmarks/speed.py after the parent's own 96^3 fp32 forward passes). Elsewhere, ``ru_maxrss``
-    (KiB on Linux, bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return float(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return float(peak) / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
-
-
-class RssSampler:
-    """Samples the current process's RSS in a thread: ``with RssSampler() as s: ...; s.peak_mib``."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak_mib = 0.0
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        self.peak_mib = max(self.peak_mib, self._process.memory_info().rss / 2**20)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._sample()
-
-    def __enter__(self) -> RssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -98,7 +49,7 @@ def execute(job: dict[str, Any], measure: str = "ru_maxrss") -> dict[str, Any]:
 
     Args:
         job: the job description.
-        measure: ``ru_maxrss`` (fresh process) or ``sampled`` (psutil sampling, in-process).
+        measure: ``ru_maxrss`` (fresh process: its high-water mark) or ``sampled`` (in-process sampling).
     """
     from medidiff.benchmark.cases import load_saved_case
     from medidiff.benchmark.methods import run_method

@@ -35,7 +35,7 @@ def small_quick_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if degradation["task"] == "inpaint":  # two posterior samples: exercises the uncertainty column
             degradation["medidiff"] = {**degradation.get("medidiff", {}), "samples": 2}
     for volume in raw["volumes"]:
-        volume["path"] = str(REPO / volume["path"])
+        volume["path"] = str((QUICK.parent / volume["path"]).resolve())  # relative to the config's folder
         volume["crop"] = [32, 32, 40]
     path = tmp_path_factory.mktemp("config") / "quick_small.yaml"
     path.write_text(yaml.safe_dump(raw))

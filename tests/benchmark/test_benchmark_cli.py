@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from medidiff.benchmark.config import load_config
-from medidiff.benchmark.report import replace_section
 from medidiff.errors import ConfigError
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -161,6 +160,33 @@ def test_failed_method_is_reported_in_one_line(
     assert "model weights not found" in row["error"]
 
 
+def test_missing_bm4d_is_one_line_before_any_work(
+    tmp_path: Path,
+    small_quick_config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Without the optional bm4d package, a run that selects BM4D stops at once (exit 2, one line naming the
+    package and the methods that can run) and writes nothing; leaving BM4D out runs."""
+    import sys
+
+    from medidiff.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "bm4d", None)  # as if not installed: import and find_spec fail
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() sets it otherwise, for the rest of the session
+    out = tmp_path / "b"
+    args = ["benchmark", "--config", str(small_quick_config), "--out", str(out), "--cases", "*denoise*"]
+    assert main([*args, "--methods", "bm4d,tv", "--quiet"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "medidiff: error: benchmark method bm4d needs the bm4d package (pip install bm4d), which is not "
+        "installed; to run without it: --methods tv"
+    ]
+    assert not out.exists()
+    assert main([*args, "--methods", "tv", "--isolation", "inprocess", "--quiet"]) == 0
+    assert [r["method"] for r in _rows(out)] == ["input", "tv"]
+
+
 def test_config_errors(tmp_path: Path, small_quick_config: Path) -> None:
     bad = tmp_path / "bad.yaml"
     text = small_quick_config.read_text()
@@ -176,16 +202,6 @@ def test_config_errors(tmp_path: Path, small_quick_config: Path) -> None:
         "sample__restore-bias",
         "sample__restore-thick",
     ]
-
-
-def test_replace_section_keeps_other_sections(tmp_path: Path) -> None:
-    doc = tmp_path / "benchmarks.md"
-    doc.write_text("# B\n\n<!-- cohort-throughput:start -->\nmine\n<!-- cohort-throughput:end -->\n")
-    replace_section(doc, "quick", "table 1")
-    replace_section(doc, "quick", "table 2")
-    text = doc.read_text()
-    assert text.count("<!-- quick:start -->") == 1 and "table 2" in text and "table 1" not in text
-    assert "<!-- cohort-throughput:start -->\nmine\n<!-- cohort-throughput:end -->" in text
 
 
 def test_retrained_model_reruns_medidiff_and_reuses_the_baselines(
