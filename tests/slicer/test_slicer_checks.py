@@ -12,10 +12,12 @@ from MediDiffLib.checks import (
 )
 from MediDiffLib.errors import (
     MESSAGES,
+    STATUS,
     InputVolumeError,
     MaskError,
     message,
     process_failure,
+    status,
     stderr_tail,
 )
 
@@ -124,7 +126,29 @@ def test_every_message_formats_to_one_line() -> None:
         "code": 1,
         "command": "c",
         "path": "p",
+        "slicer": "5.10",
+        "python_needed": "3.10 or newer",
+        "python": "3.9.10",
+        "installed": "0.1.0",
+        "expected": "medidiff 0.2.0",
+        "requirement": ">=2.2",
+        "task": "t",
+        "kinds": "a, b",
+        "what": "task",
+        "value": "x",
+        "choices": "a or b",
+        "option": "o",
+        "tasks": "t task",
+        "minimum": 1,
+        "error": "e",
+        "missing": "medidiff",
+        "elapsed": "0:01",
+        "progress": "denoise 1/2",
+        "added": "'x'",
     }
     for key in MESSAGES:
         text = message(key, **fields)
+        assert text and "\n" not in text and "{" not in text, key
+    for key in STATUS:
+        text = status(key, **fields)
         assert text and "\n" not in text and "{" not in text, key

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from MediDiffLib.catalog import Catalog
 from MediDiffLib.command import (
     RestoreParameters,
     build_restore_argv,
@@ -17,12 +19,12 @@ from MediDiffLib.errors import ParameterError
 PY = ("/opt/slicer/bin/PythonSlicer", "-m", "medidiff")
 
 
-def test_minimal_denoise_uses_cli_defaults() -> None:
-    argv = build_restore_argv(RestoreParameters("in.nrrd", "out.nrrd"), executable=PY)
+def test_minimal_denoise_uses_cli_defaults(catalog: Catalog) -> None:
+    argv = build_restore_argv(RestoreParameters("in.nrrd", "out.nrrd"), catalog, executable=PY)
     assert argv == [*PY, "restore", "in.nrrd", "out.nrrd", "--task", "denoise"]
 
 
-def test_full_denoise_with_samples_and_uncertainty(tmp_path: Path) -> None:
+def test_full_denoise_with_samples_and_uncertainty(tmp_path: Path, catalog: Catalog) -> None:
     params = RestoreParameters(
         input_path=tmp_path / "input.nrrd",
         output_path=tmp_path / "output.nrrd",
@@ -36,7 +38,7 @@ def test_full_denoise_with_samples_and_uncertainty(tmp_path: Path) -> None:
         seed=7,
         device="cpu",
     )
-    argv = build_restore_argv(params)
+    argv = build_restore_argv(params, catalog)
     assert argv == [
         "medidiff",
         "restore",
@@ -63,9 +65,10 @@ def test_full_denoise_with_samples_and_uncertainty(tmp_path: Path) -> None:
     ]
 
 
-def test_inpaint_passes_the_mask() -> None:
+def test_inpaint_passes_the_mask(catalog: Catalog) -> None:
     argv = build_restore_argv(
         RestoreParameters("in.nrrd", "out.nrrd", task="inpaint", mask_path="mask.nrrd", steps=3),
+        catalog,
         executable=PY,
     )
     assert argv[len(PY) :] == [
@@ -81,20 +84,40 @@ def test_inpaint_passes_the_mask() -> None:
     ]
 
 
-def test_restore_degradations_are_canonical_and_deduplicated() -> None:
+def test_restore_degradations_are_canonical_and_deduplicated(catalog: Catalog) -> None:
     params = RestoreParameters(
-        "in.nrrd", "out.nrrd", task="restore", degradations=("slices", "BIAS", "slices"), overwrite=True
+        "in.nrrd", "out.nrrd", task="restore", degradations=("slices", "BIAS", "thick-slices"), overwrite=True
     )
-    argv = build_restore_argv(params, executable=PY)
-    assert argv[argv.index("--degradation") + 1] == "bias,slices"
+    argv = build_restore_argv(params, catalog, executable=PY)
+    # The old spelling "slices" is the registry's alias of "thick-slices".
+    assert argv[argv.index("--degradation") + 1] == "bias,thick-slices"
     assert argv[-1] == "--overwrite"
     assert "--quiet" not in argv
 
 
-def test_quiet_and_sigma_value() -> None:
-    argv = build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd", sigma=12.50, quiet=True))
+def test_restore_target_spacing_and_deblur_fwhm(catalog: Catalog) -> None:
+    params = RestoreParameters(
+        "in.nrrd", "out.nrrd", task="restore", degradations=("thick-slices",), target_spacing=1.0
+    )
+    argv = build_restore_argv(params, catalog, executable=PY)
+    assert argv[argv.index("--target-spacing") + 1] == "1"
+    if "deblur" in catalog.names:
+        argv = build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd", task="deblur", fwhm=2.5), catalog, PY)
+        assert argv[argv.index("--fwhm") + 1] == "2.5"
+        with pytest.raises(ParameterError, match="needs the blur's width"):
+            build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd", task="deblur"), catalog, PY)
+
+
+def test_quiet_and_sigma_value(catalog: Catalog) -> None:
+    argv = build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd", sigma=12.50, quiet=True), catalog)
     assert argv[argv.index("--sigma") + 1] == "12.5"
     assert argv[-1] == "--quiet"
+
+
+def test_backend_is_reserved_and_omitted_by_default(catalog: Catalog) -> None:
+    assert "--backend" not in build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd"), catalog)
+    argv = build_restore_argv(RestoreParameters("a.nrrd", "b.nrrd", backend="torch"), catalog)
+    assert argv[argv.index("--backend") + 1] == "torch"
 
 
 @pytest.mark.parametrize(
@@ -133,30 +156,34 @@ def test_parse_sigma_invalid(value: object, fragment: str) -> None:
         parse_sigma(value)  # type: ignore[arg-type]
 
 
-def test_parse_degradations() -> None:
-    assert parse_degradations("blur, bias") == ("bias", "blur")
-    assert parse_degradations(["slices"]) == ("slices",)
-    assert parse_degradations("") == ()
-    with pytest.raises(ParameterError, match="Unknown degradation kind noise"):
-        parse_degradations("bias,noise")
+def test_parse_degradations(catalog: Catalog) -> None:
+    assert parse_degradations("blur, bias", catalog) == ("bias", "blur")
+    assert parse_degradations(["slices"], catalog) == ("thick-slices",)
+    assert parse_degradations("", catalog) == ()
+    with pytest.raises(ParameterError, match="Unknown degradation kind 'noise'"):
+        parse_degradations("bias,noise", catalog)
 
 
 @pytest.mark.parametrize(
     ("params", "fragment"),
     [
-        (RestoreParameters("a.nrrd", "b.nrrd", task="deblur"), "Unknown task 'deblur'"),
+        (RestoreParameters("a.nrrd", "b.nrrd", task="sharpen"), "Unknown task 'sharpen'"),
         (RestoreParameters("a.nrrd", "b.nrrd", task="inpaint"), "The inpaint task needs a mask"),
-        (RestoreParameters("a.nrrd", "b.nrrd", mask_path="m.nrrd"), "only used by the inpaint task"),
-        (RestoreParameters("a.nrrd", "b.nrrd", task="restore"), "at least one degradation kind"),
+        (
+            RestoreParameters("a.nrrd", "b.nrrd", mask_path="m.nrrd"),
+            "A mask is only used by the inpaint task",
+        ),
+        (RestoreParameters("a.nrrd", "b.nrrd", task="restore"), "needs at least one degradation kind"),
         (RestoreParameters("a.nrrd", "b.nrrd", degradations=("bias",)), "only used by the restore task"),
         (
             RestoreParameters("a.nrrd", "b.nrrd", task="inpaint", mask_path="m.nrrd", sigma="auto"),
-            "apply to the denoise task only",
+            "The noise level (sigma) is only used by",
         ),
         (
             RestoreParameters("a.nrrd", "b.nrrd", task="restore", degradations=("blur",), noise="rician"),
-            "apply to the denoise task only",
+            "The noise model is only used by the denoise task",
         ),
+        (RestoreParameters("a.nrrd", "b.nrrd", target_spacing=1.0), "target spacing is only used by"),
         (RestoreParameters("a.nrrd", "b.nrrd", noise="poisson"), "Unknown noise model 'poisson'"),
         (RestoreParameters("a.nrrd", "b.nrrd", device="tpu"), "Unknown device 'tpu'"),
         (RestoreParameters("a.nrrd", "b.nrrd", steps=0), "Steps must be an integer of at least 1"),
@@ -164,9 +191,12 @@ def test_parse_degradations() -> None:
         (RestoreParameters("a.nrrd", "b.nrrd", seed=-3), "Seed must be an integer of at least 0"),
         (RestoreParameters("a.nrrd", "b.nrrd", steps=True), "Steps must be an integer"),  # type: ignore[arg-type]
         (
-            RestoreParameters("a.nrrd", "b.nrrd", uncertainty_path="u.nrrd"),
-            "set samples to 2 or more",
+            RestoreParameters(
+                "a.nrrd", "b.nrrd", task="restore", degradations=("bias",), target_spacing=-1.0
+            ),
+            "must be a positive number of millimetres",
         ),
+        (RestoreParameters("a.nrrd", "b.nrrd", uncertainty_path="u.nrrd"), "set samples to 2 or more"),
         (
             RestoreParameters("a.nrrd", "b.nrrd", samples=2, uncertainty_path="b.nrrd"),
             "uncertainty path must differ",
@@ -176,25 +206,36 @@ def test_parse_degradations() -> None:
     ],
 )
 def test_invalid_combinations_are_rejected_with_a_clear_message(
-    params: RestoreParameters, fragment: str
+    params: RestoreParameters, fragment: str, catalog: Catalog
 ) -> None:
-    with pytest.raises(ParameterError, match=fragment) as info:
-        build_restore_argv(params)
+    with pytest.raises(ParameterError, match=re.escape(fragment)) as info:
+        build_restore_argv(params, catalog)
     # One line a Slicer dialog can show as is.
     assert "\n" not in info.value.message
 
 
-def test_validate_accepts_every_task() -> None:
-    validate(RestoreParameters("a.nrrd", "b.nrrd", task="denoise", noise="gaussian", sigma="auto"))
-    validate(RestoreParameters("a.nrrd", "b.nrrd", task="inpaint", mask_path="m.nrrd"))
-    validate(RestoreParameters("a.nrrd", "b.nrrd", task="restore", degradations=("bias", "blur", "slices")))
+def test_validate_accepts_every_task(catalog: Catalog) -> None:
+    validate(RestoreParameters("a.nrrd", "b.nrrd", task="denoise", noise="gaussian", sigma="auto"), catalog)
+    validate(RestoreParameters("a.nrrd", "b.nrrd", task="inpaint", mask_path="m.nrrd"), catalog)
+    validate(
+        RestoreParameters("a.nrrd", "b.nrrd", task="restore", degradations=catalog.degradations), catalog
+    )
 
 
-def test_default_samples_mirror_the_cli() -> None:
-    """The module (which cannot import medidiff) knows the CLI's default chains per task, so that an
-    uncertainty map is allowed exactly when the CLI will produce one."""
-    from MediDiffLib.command import DEFAULT_SAMPLES
-
-    from medidiff.inference.defaults import DEFAULTS
-
-    assert {task: d.samples for task, d in DEFAULTS.items()} == DEFAULT_SAMPLES
+def test_uncertainty_follows_the_registry_default_samples(catalog: Catalog) -> None:
+    """An uncertainty map without --samples is allowed exactly when the task's default has 2+ chains."""
+    for task in catalog.tasks:
+        extra = {
+            "mask": {"mask_path": "m.nrrd"},
+            "degradation": {"degradations": catalog.degradations[:1]},
+            "fwhm": {"fwhm": 2.0},
+        }
+        kwargs: dict = {}
+        for option in task.requires:
+            kwargs.update(extra[option])
+        params = RestoreParameters("a.nrrd", "b.nrrd", task=task.name, uncertainty_path="u.nrrd", **kwargs)
+        if task.samples >= 2:
+            validate(params, catalog)
+        else:
+            with pytest.raises(ParameterError, match="set samples to 2 or more"):
+                validate(params, catalog)

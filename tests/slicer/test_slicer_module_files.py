@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from MediDiffLib.errors import MESSAGES
+from MediDiffLib.errors import MESSAGES, STATUS
 from PIL import Image
 
 
@@ -75,15 +75,16 @@ def test_ui_parameters_are_fields_of_the_parameter_node(module_source: str, ui_t
     fields = {stmt.target.id for stmt in node_class.body if isinstance(stmt, ast.AnnAssign)}  # type: ignore[union-attr]
     bound = {name for widget in ui_widgets(ui_tree).values() for name in parameter_names(widget)}
     assert bound - fields == set()
-    # Every user-facing option of the issue is bound to a widget.
+    # Every option of the panel is bound to a widget, except the lists that come from medidiff's registry
+    # (task, noise model: filled and synced by the module) and the model path (synced by hand).
     expected = {
         "inputVolume",
-        "task",
         "maskNode",
         "degradeBias",
         "degradeBlur",
         "degradeSlices",
-        "noiseModel",
+        "targetSpacing",
+        "fwhm",
         "sigmaMode",
         "sigmaValue",
         "steps",
@@ -93,6 +94,7 @@ def test_ui_parameters_are_fields_of_the_parameter_node(module_source: str, ui_t
         "device",
     }
     assert expected <= bound
+    assert {"task", "noiseModel", "modelPath"} <= fields - bound
 
 
 def test_ui_widget_classes_suit_their_connectors(ui_tree: ET.Element) -> None:
@@ -106,6 +108,8 @@ def test_ui_widget_classes_suit_their_connectors(ui_tree: ET.Element) -> None:
         "sigmaModeComboBox": "QComboBox",
         "deviceComboBox": "QComboBox",
         "sigmaValueSpinBox": "QDoubleSpinBox",
+        "fwhmSpinBox": "QDoubleSpinBox",
+        "targetSpacingSpinBox": "QDoubleSpinBox",
         "stepsSpinBox": "QSpinBox",
         "samplesSpinBox": "QSpinBox",
         "seedSpinBox": "QSpinBox",
@@ -147,11 +151,15 @@ def test_cmake_lists_every_script_and_resource(module_dir: Path) -> None:
     assert "slicer_add_python_unittest(SCRIPT MediDiff.py)" in cmake
 
 
-def test_extension_cmake(module_dir: Path) -> None:
-    cmake = (module_dir.parent / "CMakeLists.txt").read_text(encoding="utf-8")
+def test_extension_cmake(repo_root: Path) -> None:
+    """The extension's top level is the repository root (the Extensions Index builds from there)."""
+    cmake = (repo_root / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r'set\(EXTENSION_DEPENDS\s+"PyTorch"\)', cmake)
-    assert "add_subdirectory(MediDiff)" in cmake
+    assert "add_subdirectory(slicer/MediDiff)" in cmake
     assert "find_package(Slicer REQUIRED)" in cmake
+    assert not (repo_root / "slicer" / "CMakeLists.txt").exists()  # one extension definition only
+    module = (repo_root / "slicer" / "MediDiff" / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "tools/build_slicer_payload.py" in module and "MediDiffPayload" in module
 
 
 def test_icon_is_a_valid_png(module_dir: Path) -> None:
@@ -185,12 +193,7 @@ def test_docs_explain_every_message(repo_root: Path, module_dir: Path) -> None:
     """docs/slicer.md's troubleshooting quotes every message the module can show (placeholders aside)."""
     docs = " ".join((repo_root / "docs" / "slicer.md").read_text(encoding="utf-8").split())
     messages = {key: re.split(r"\{[^}]*\}", template) for key, template in MESSAGES.items()}
-    messages |= _raised_fragments(module_dir / "MediDiffLib" / "command.py", {"ParameterError"})
-    messages |= _raised_fragments(
-        module_dir / "MediDiff.py",
-        {"_showError", "ProcessError", "InputVolumeError", "MaskError", "DependencyError"},
-    )
-    assert len(messages) > len(MESSAGES) + 10  # the AST scan found the raise sites
+    messages |= {f"status:{key}": re.split(r"\{[^}]*\}", template) for key, template in STATUS.items()}
     undocumented = {
         key: fragment
         for key, fragments in messages.items()
@@ -200,8 +203,27 @@ def test_docs_explain_every_message(repo_root: Path, module_dir: Path) -> None:
     assert undocumented == {}
 
 
+def test_every_message_comes_from_the_central_table(module_dir: Path) -> None:
+    """No error or status text is written at a raise or display site: all are in MediDiffLib.errors."""
+    callees = {
+        "ParameterError",
+        "ProcessError",
+        "InputVolumeError",
+        "MaskError",
+        "DependencyError",
+        "_showError",
+    }
+    sources = [module_dir / "MediDiff.py", *sorted((module_dir / "MediDiffLib").glob("*.py"))]
+    literal = {}
+    for source in sources:
+        literal |= _raised_fragments(source, callees)
+    assert literal == {}
+    module = (module_dir / "MediDiff.py").read_text(encoding="utf-8")
+    assert re.findall(r"statusLabel\.text = [\"f]", module) == []
+
+
 def test_sources_parse_as_python_3_9(module_dir: Path) -> None:
-    """Slicer 5.2 to 5.8 embed Python 3.9: no 3.10+ syntax in the module or its library."""
+    """Slicer 5.4 to 5.8 embed Python 3.9: the module must load there to say which Slicer it needs."""
     sources = [module_dir / "MediDiff.py", *sorted((module_dir / "MediDiffLib").glob("*.py"))]
     for source in sources:
         ast.parse(source.read_text(encoding="utf-8"), filename=str(source), feature_version=(3, 9))

@@ -1,160 +1,37 @@
-"""MediDiff.py's Slicer-independent logic, run against minimal stand-ins for the slicer, qt and vtk modules.
+"""MediDiff.py's panel-to-CLI mapping and its job's life cycle, on real MRML (see conftest.mrml).
 
-Slicer cannot be installed here. These stand-ins provide only the names MediDiff.py touches at import time
-and in the code paths under test (parameter mapping, the job's poll/finish/cancel cycle with a real
-subprocess), so the module's own code runs for real; what Slicer does itself (loading files, widgets) is
-faked and recorded.
+The job tests run real subprocesses that stand in for ``medidiff restore`` (they print progress lines and
+write real NRRD files or fail like the CLI), so polling, loading, cancel and clean-up run for real without
+the cost of a restoration; test_slicer_mrml.py runs the real CLI.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import textwrap
 import time
 import types
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from MediDiffLib.command import build_restore_argv
+from MediDiffLib.command import DEVICES, build_restore_argv
 from MediDiffLib.process import ProcessState
 from MediDiffLib.workspace import Workspace
+from test_slicer_mrml import parameters, volume
 
 
-class FakeTimer:
-    """qt.QTimer stand-in: the test fires it by hand."""
-
-    def __init__(self) -> None:
-        self.interval = 0
-        self.active = False
-        self.slot: Callable[[], None] | None = None
-
-    def setInterval(self, ms: int) -> None:
-        self.interval = ms
-
-    def connect(self, signal: str, slot: Callable[[], None]) -> None:
-        assert signal == "timeout()"
-        self.slot = slot
-
-    def start(self) -> None:
-        self.active = True
-
-    def stop(self) -> None:
-        self.active = False
-
-    def fire(self) -> None:
-        assert self.slot is not None
-        self.slot()
+def argv_for(mrml: types.SimpleNamespace, catalog: Any, workspace: Workspace, **changes: Any) -> list[str]:
+    params = parameters(mrml.module, **changes)
+    restore = mrml.module.MediDiffLogic.restoreParameters(params, workspace, catalog)
+    return build_restore_argv(restore, catalog, ["py", "-m", "medidiff"])[3:]
 
 
-class FakeNode:
-    def __init__(self, name: str, transform: str | None = None) -> None:
-        self.name = name
-        self.transform = transform
-        self.storage: object | None = "storage-node"
-
-    def GetName(self) -> str:
-        return self.name
-
-    def GetTransformNodeID(self) -> str | None:
-        return self.transform
-
-    def SetAndObserveTransformNodeID(self, node_id: str | None) -> None:
-        self.transform = node_id
-
-    def GetStorageNode(self) -> object | None:
-        return self.storage
-
-    def SetAndObserveStorageNodeID(self, node_id: None) -> None:
-        self.storage = node_id
-
-
-class Base:
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def medidiff_module(module_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
-    """Import slicer/MediDiff/MediDiff.py with stand-in slicer/qt/vtk modules in sys.modules."""
-    loaded: list[tuple[str, dict[str, Any]]] = []
-    removed: list[object] = []
-
-    def load_volume(path: str, properties: dict[str, Any]) -> FakeNode:
-        loaded.append((path, properties))
-        return FakeNode(properties["name"])
-
-    slicer = types.ModuleType("slicer")
-    for name in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeNode", "vtkMRMLSegmentationNode"):
-        setattr(slicer, name, type(name, (), {}))
-    slicer.util = types.SimpleNamespace(VTKObservationMixin=Base, loadVolume=load_volume)  # type: ignore[attr-defined]
-    slicer.mrmlScene = types.SimpleNamespace(RemoveNode=removed.append)  # type: ignore[attr-defined]
-    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
-    wrapper.parameterNodeWrapper = lambda cls: cls  # type: ignore[attr-defined]
-    wrapper.WithinRange = lambda low, high: ("range", low, high)  # type: ignore[attr-defined]
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleLogic", "ScriptedLoadableModuleTest"):
-        setattr(scripted, name, type(name, (Base,), {}))
-    scripted.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (Base,), {})  # type: ignore[attr-defined]
-    util_module = types.ModuleType("slicer.util")
-    util_module.VTKObservationMixin = Base  # type: ignore[attr-defined]
-    qt = types.ModuleType("qt")
-    qt.QTimer = FakeTimer  # type: ignore[attr-defined]
-    for name, module in {
-        "slicer": slicer,
-        "slicer.parameterNodeWrapper": wrapper,
-        "slicer.ScriptedLoadableModule": scripted,
-        "slicer.util": util_module,
-        "qt": qt,
-        "vtk": types.ModuleType("vtk"),
-    }.items():
-        monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("MediDiff", module_dir / "MediDiff.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.loaded_volumes = loaded  # type: ignore[attr-defined]
-    module.removed_nodes = removed  # type: ignore[attr-defined]
-    yield module
-
-
-def gui_parameters(module: types.ModuleType, **changes: Any) -> types.SimpleNamespace:
-    """The parameter node's defaults as the GUI starts with them, plus ``changes``."""
-    defaults = {
-        "inputVolume": FakeNode("T1"),
-        "task": module.Task.DENOISE,
-        "maskNode": None,
-        "degradeBias": True,
-        "degradeBlur": False,
-        "degradeSlices": False,
-        "noiseModel": module.NoiseModel.GAUSSIAN,
-        "sigmaMode": module.SigmaMode.AUTO,
-        "sigmaValue": 5.0,
-        "steps": 0,
-        "samples": 1,
-        "computeUncertainty": False,
-        "seed": 0,
-        "device": module.Device.AUTO,
-        "modelPath": "",
-    }
-    defaults.update(changes)
-    return types.SimpleNamespace(**defaults)
-
-
-def argv_for(module: types.ModuleType, workspace: Workspace, **changes: Any) -> list[str]:
-    parameters = gui_parameters(module, **changes)
-    restore = module.MediDiffLogic.restoreParameters(
-        parameters, workspace, parameters.task is module.Task.INPAINT
-    )
-    return build_restore_argv(restore, ["py", "-m", "medidiff"])[3:]
-
-
-def test_gui_defaults_map_to_a_plain_denoise(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
+def test_panel_defaults_map_to_the_cli_defaults(
+    mrml: types.SimpleNamespace, catalog: Any, tmp_path: Path
+) -> None:
     ws = Workspace(tmp_path)
-    argv = argv_for(medidiff_module, ws)
-    assert argv == [
+    assert argv_for(mrml, catalog, ws) == [
         "restore",
         str(ws.input_path),
         str(ws.output_path),
@@ -164,22 +41,21 @@ def test_gui_defaults_map_to_a_plain_denoise(medidiff_module: types.ModuleType, 
         "gaussian",
         "--sigma",
         "auto",
-        "--samples",
-        "1",
         "--seed",
         "0",
         "--device",
-        "auto",
-    ]
+        "cpu",
+    ]  # no --samples/--steps: the task's defaults come from medidiff itself
 
 
-def test_gui_choices_map_to_cli_options(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
-    m = medidiff_module
+def test_panel_choices_map_to_cli_options(mrml: types.SimpleNamespace, catalog: Any, tmp_path: Path) -> None:
+    m = mrml.module
     ws = Workspace(tmp_path)
     argv = argv_for(
-        m,
+        mrml,
+        catalog,
         ws,
-        noiseModel=m.NoiseModel.RICIAN,
+        noiseModel="rician",
         sigmaMode=m.SigmaMode.PERCENT,
         sigmaValue=7.5,
         steps=25,
@@ -192,54 +68,113 @@ def test_gui_choices_map_to_cli_options(medidiff_module: types.ModuleType, tmp_p
     assert argv[argv.index("--sigma") + 1] == "7.5%"
     assert argv[argv.index("--noise") + 1] == "rician"
     assert argv[argv.index("--steps") + 1] == "25"
+    assert argv[argv.index("--samples") + 1] == "3"
     assert argv[argv.index("--uncertainty") + 1] == str(ws.uncertainty_path)
     assert argv[argv.index("--model") + 1] == "/models/m.safetensors"
     assert argv[argv.index("--device") + 1] == "cuda"
     assert "--seed" not in argv  # -1 is "random"
-    value = argv_for(m, ws, sigmaMode=m.SigmaMode.VALUE, sigmaValue=12.0)
+    value = argv_for(mrml, catalog, ws, sigmaMode=m.SigmaMode.VALUE, sigmaValue=12.0)
     assert value[value.index("--sigma") + 1] == "12"
 
 
-def test_inpaint_and_restore_drop_the_other_tasks_options(
-    medidiff_module: types.ModuleType, tmp_path: Path
-) -> None:
-    m = medidiff_module
+def test_each_task_gets_only_its_options(mrml: types.SimpleNamespace, catalog: Any, tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
-    inpaint = argv_for(m, ws, task=m.Task.INPAINT, degradeBlur=True)
+    inpaint = argv_for(mrml, catalog, ws, task="inpaint", maskNode=object(), degradeBlur=True)
     assert inpaint[inpaint.index("--mask") + 1] == str(ws.mask_path)
     assert "--noise" not in inpaint and "--sigma" not in inpaint and "--degradation" not in inpaint
-    restore = argv_for(m, ws, task=m.Task.RESTORE, degradeBias=False, degradeBlur=True, degradeSlices=True)
-    assert restore[restore.index("--degradation") + 1] == "blur,slices"
+    restore = argv_for(
+        mrml,
+        catalog,
+        ws,
+        task="restore",
+        degradeBias=False,
+        degradeBlur=True,
+        degradeSlices=True,
+        targetSpacing=1,
+    )
+    assert restore[restore.index("--degradation") + 1] == "blur,thick-slices"
+    assert restore[restore.index("--target-spacing") + 1] == "1"
     assert "--mask" not in restore and "--noise" not in restore
+    no_slices = argv_for(mrml, catalog, ws, task="restore", targetSpacing=1)
+    assert "--target-spacing" not in no_slices  # only meaningful with thick slices
+    if "deblur" in catalog.names:
+        deblur = argv_for(mrml, catalog, ws, task="deblur", fwhm=3.0)
+        assert deblur[deblur.index("--fwhm") + 1] == "3"
 
 
-def test_apply_is_refused_with_the_reason(medidiff_module: types.ModuleType) -> None:
-    m = medidiff_module
-    why = m.MediDiffWidget._whyNotApply
-    assert why(gui_parameters(m)) is None
-    assert why(gui_parameters(m, inputVolume=None)) == "Choose an input volume."
-    assert why(gui_parameters(m, task=m.Task.INPAINT)).startswith("The inpaint task needs a mask")
-    assert why(gui_parameters(m, task=m.Task.INPAINT, maskNode=FakeNode("hole"))) is None
-    no_kind = gui_parameters(m, task=m.Task.RESTORE, degradeBias=False)
-    assert why(no_kind).startswith("The restore task needs at least one degradation kind")
+def test_apply_is_refused_with_the_command_builders_reason(mrml: types.SimpleNamespace, catalog: Any) -> None:
+    m = mrml.module
+    logic = m.MediDiffLogic()
+    node = volume(mrml)
+    why = logic.whyNotApply
+    assert why(parameters(m, inputVolume=node), catalog) is None
+    assert why(parameters(m), catalog) == "Choose an input volume."
+    assert why(parameters(m, inputVolume=node), None) is None  # not installed yet: Apply installs first
+    assert why(parameters(m, inputVolume=node, task="inpaint"), catalog).startswith(
+        "The inpaint task needs a mask"
+    )
+    assert why(parameters(m, inputVolume=node, task="inpaint", maskNode=node), catalog) is None
+    no_kind = parameters(m, inputVolume=node, task="restore", degradeBias=False)
+    assert "needs at least one degradation kind" in why(no_kind, catalog)
+    uncertainty = parameters(m, inputVolume=node, computeUncertainty=True)
+    assert "set samples to 2 or more" in why(uncertainty, catalog)
+    assert (
+        why(parameters(m, inputVolume=node, task="inpaint", maskNode=node, computeUncertainty=True), catalog)
+        is None
+    )
 
 
-def test_enum_labels_and_time_format(medidiff_module: types.ModuleType) -> None:
-    m = medidiff_module
-    for enum_type in (m.Task, m.NoiseModel, m.SigmaMode, m.Device):
+def test_the_panel_covers_the_registry(mrml: types.SimpleNamespace, catalog: Any) -> None:
+    """Every degradation kind has a checkbox, every task can be set from the panel, devices agree."""
+    m = mrml.module
+    assert set(m.DEGRADATION_FIELDS) == set(catalog.degradations)
+    assert catalog.panel_tasks() == catalog.tasks
+    assert {d.value for d in m.Device} == set(DEVICES)
+    assert set(catalog.noise_models) <= set(m.NOISE_LABELS)
+    for task in catalog.names:
+        assert m.resultSuffix(task)
+    for enum_type in (m.SigmaMode, m.Device):
         labels = [member.label() for member in enum_type]
         assert all(labels) and len(set(labels)) == len(labels)
     assert m._formatSeconds(75.4) == "1:15"
-    assert set(m._TASK_SUFFIX) == set(m.Task)
 
 
-def run_job(module: types.ModuleType, tmp_path: Path, script: str, uncertainty: bool = False) -> Any:
+def test_logic_reads_the_installed_registry(mrml: types.SimpleNamespace, catalog: Any) -> None:
+    logic = mrml.module.MediDiffLogic()
+    assert logic.catalog() == catalog
+    assert logic.source() is not None and logic.source().checkout is not None  # this checkout
+    assert logic.dependencySummary() is None  # the dev venv has the editable medidiff and torch
+
+
+# -- the job -----------------------------------------------------------------------------------------------
+
+NRRD = (
+    "NRRD0004\ntype: float\ndimension: 3\nspace: left-posterior-superior\nsizes: 2 2 2\n"
+    "space directions: (1,0,0) (0,1,0) (0,0,2)\nkinds: domain domain domain\nendian: little\n"
+    "encoding: raw\nspace origin: (0,0,0)\n\n"
+)
+
+WRITE_RESULTS = f"""
+import pathlib, sys, time
+folder = pathlib.Path(sys.argv[1])
+for done in range(1, 4):
+    print(f"medidiff-progress denoise {{done}}/3", file=sys.stderr, flush=True)
+    time.sleep(0.05)
+for name in ("output.nrrd", "uncertainty.nrrd"):
+    (folder / name).write_bytes({NRRD!r}.encode() + bytes(32))
+"""
+
+
+def run_job(mrml: types.SimpleNamespace, tmp_path: Path, script: str, uncertainty: bool = False) -> Any:
+    node = volume(mrml)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    node.SetAndObserveTransformNodeID(transform.GetID())
     workspace = Workspace.create(tmp_path)
     events: list[tuple[str, Any]] = []
-    job = module.MediDiffJob(
+    job = mrml.module.MediDiffJob(
         [sys.executable, "-c", textwrap.dedent(script), str(workspace.directory)],
         workspace,
-        FakeNode("T1", transform="vtkMRMLLinearTransformNode1"),
+        node,
         outputName="T1 denoised",
         uncertaintyName="T1 denoised uncertainty" if uncertainty else None,
         onProgress=lambda job, status: events.append(("progress", status.progress)),
@@ -257,39 +192,26 @@ def drive(job: Any, timeout_s: float = 30.0) -> None:
         time.sleep(0.01)
 
 
-WRITE_RESULTS = """
-import pathlib, sys, time
-folder = pathlib.Path(sys.argv[1])
-for done in range(1, 4):
-    print(f"medidiff-progress denoise {done}/3", file=sys.stderr, flush=True)
-    time.sleep(0.05)
-(folder / "output.nrrd").write_text("fake")
-(folder / "uncertainty.nrrd").write_text("fake")
-"""
-
-
-def test_job_success_loads_results_and_cleans_up(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
-    job = run_job(medidiff_module, tmp_path, WRITE_RESULTS, uncertainty=True)
+def test_job_success_loads_results_and_cleans_up(mrml: types.SimpleNamespace, tmp_path: Path) -> None:
+    job = run_job(mrml, tmp_path, WRITE_RESULTS, uncertainty=True)
     job.start()
     assert job.running and job.timer.active and job.timer.interval == 200
     drive(job)
     assert job.state is ProcessState.SUCCEEDED
     assert not job.timer.active
-    assert job.events[-1] == ("finished", ProcessState.SUCCEEDED)
-    assert [e for e in job.events if e[0] == "finished"] == [job.events[-1]]  # called once
+    assert [e for e in job.events if e[0] == "finished"] == [("finished", ProcessState.SUCCEEDED)]
     assert job.lastProgress is not None and job.lastProgress.stage == "denoise"
-    names = [props["name"] for _, props in medidiff_module.loaded_volumes]
-    assert names == ["T1 denoised", "T1 denoised uncertainty"]
-    assert all(props["show"] is False for _, props in medidiff_module.loaded_volumes)
+    assert job.outputVolume.GetName() == "T1 denoised"
+    assert job.uncertaintyVolume.GetName() == "T1 denoised uncertainty"
+    assert job.outputVolume.GetImageData().GetDimensions() == (2, 2, 2)
     # Results are detached from the temporary files and follow the input's transform.
     assert job.outputVolume.GetStorageNode() is None
-    assert medidiff_module.removed_nodes == ["storage-node", "storage-node"]
-    assert job.outputVolume.GetTransformNodeID() == "vtkMRMLLinearTransformNode1"
+    assert job.outputVolume.GetTransformNodeID() == job.inputVolume.GetTransformNodeID()
     assert not job.workspace.directory.exists()
 
 
-def test_job_without_result_file_fails_clearly(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
-    job = run_job(medidiff_module, tmp_path, "pass")
+def test_job_without_result_file_fails_clearly(mrml: types.SimpleNamespace, tmp_path: Path) -> None:
+    job = run_job(mrml, tmp_path, "pass")
     job.start()
     drive(job)
     assert job.state is ProcessState.FAILED
@@ -298,22 +220,30 @@ def test_job_without_result_file_fails_clearly(medidiff_module: types.ModuleType
     assert not job.workspace.directory.exists()
 
 
-def test_job_failure_carries_the_cli_message(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
+def test_job_failure_carries_the_cli_message(mrml: types.SimpleNamespace, tmp_path: Path) -> None:
     script = "import sys; print('medidiff: error: cannot read input.nrrd', file=sys.stderr); sys.exit(2)"
-    job = run_job(medidiff_module, tmp_path, script)
+    job = run_job(mrml, tmp_path, script)
+    volumes = mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
     job.start()
     drive(job)
     assert job.state is ProcessState.FAILED
     assert job.returncode == 2
     assert job.error.message == "medidiff could not restore the volume: cannot read input.nrrd"
-    assert medidiff_module.loaded_volumes == []
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
 
 
-def test_job_cancel(medidiff_module: types.ModuleType, tmp_path: Path) -> None:
-    job = run_job(medidiff_module, tmp_path, "import time; time.sleep(60)")
+@pytest.mark.parametrize("wait", [False, True])
+def test_job_cancel(mrml: types.SimpleNamespace, tmp_path: Path, wait: bool) -> None:
+    script = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    job = run_job(mrml, tmp_path, script)
     job.start()
     job.timer.fire()
-    job.cancel()
+    started = time.monotonic()
+    job.cancel(wait=wait)
+    if not wait:  # the Cancel button: never blocks, even for a process that ignores SIGTERM
+        assert time.monotonic() - started < 0.5
+        assert job.running and job.cancelRequested
+        drive(job, timeout_s=10)
     assert job.state is ProcessState.CANCELLED
     assert job.events[-1] == ("finished", ProcessState.CANCELLED)
     assert job.process.returncode is not None

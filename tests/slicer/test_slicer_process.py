@@ -214,6 +214,33 @@ def test_cancel_without_psutil_still_kills_the_process_group(monkeypatch: pytest
 
 
 @posix_only
+def test_request_cancel_never_blocks_and_polls_finish_the_job() -> None:
+    """What the Cancel button calls: it returns at once even when SIGTERM is ignored; polls do the rest."""
+    script = """
+    import signal, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("pid", 0, flush=True)
+    time.sleep(60)
+    """
+    proc = BackgroundProcess(python(script))
+    proc.start()
+    read_pids(proc, 1)
+    started = time.monotonic()
+    proc.request_cancel(grace_s=0.3)
+    assert time.monotonic() - started < 0.1
+    polls = []
+    while proc.state is ProcessState.RUNNING:
+        begin = time.monotonic()
+        proc.poll()
+        polls.append(time.monotonic() - begin)
+        assert time.monotonic() - started < 10
+        time.sleep(0.02)
+    assert max(polls) < 0.1  # no poll blocked either
+    assert proc.state is ProcessState.CANCELLED
+    assert proc.returncode == -signal.SIGKILL
+
+
+@posix_only
 def test_cancel_escalates_to_sigkill_when_sigterm_is_ignored() -> None:
     script = """
     import signal, time

@@ -2,12 +2,13 @@
 
 The CLI contract (DESIGN.md, "CLI contract") is the only interface between the Slicer module and medidiff::
 
-    medidiff restore INPUT OUTPUT --task denoise|inpaint|restore [--noise gaussian|rician]
-        [--sigma auto|FLOAT|N%] [--mask MASK] [--degradation bias|blur|slices[,...]] [--model default|PATH]
-        [--steps N] [--samples K] [--uncertainty PATH] [--seed N] [--device auto|cpu|cuda]
-        [--overwrite] [--quiet]
+    medidiff restore INPUT OUTPUT --task TASK [--noise ...] [--sigma auto|FLOAT|N%] [--mask MASK]
+        [--degradation KIND[,...]] [--target-spacing MM] [--fwhm MM] [--model default|PATH] [--steps N]
+        [--samples K] [--uncertainty PATH] [--seed N] [--device auto|cpu|cuda] [--overwrite] [--quiet]
 
-Combinations the CLI would reject are rejected here first, with a message a Slicer user can act on, so a
+The task names, which options each task takes, the noise models, the degradation kinds and the default number
+of samples come from medidiff's registry through a :class:`~MediDiffLib.catalog.Catalog`, never from copies
+here. Combinations the CLI would reject are rejected first, with a message a Slicer user can act on, so a
 mistake costs no process start (which imports torch: seconds).
 """
 
@@ -20,21 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
-from MediDiffLib.errors import ParameterError
+from MediDiffLib.catalog import Catalog
+from MediDiffLib.errors import ParameterError, message
 
-TASKS = ("denoise", "inpaint", "restore")
-# The CLI's default number of chains per task (medidiff.inference.defaults.DEFAULTS; this module runs in
-# Slicer's Python, which does not import medidiff).
-DEFAULT_SAMPLES = {"denoise": 1, "inpaint": 4, "restore": 4}
-NOISE_MODELS = ("gaussian", "rician")
-DEGRADATIONS = ("bias", "blur", "slices")
+# The module's device choices (the GUI's Device enum has exactly these values; tests/slicer checks it).
+# The CLI takes --device as free text, so there is no list in medidiff to read.
 DEVICES = ("auto", "cpu", "cuda")
-# The contract lists --noise and --sigma on the denoise line only; widen this if the CLI grows them elsewhere.
-NOISE_TASKS = ("denoise",)
 
-# typing.Union/Optional rather than `X | Y`: these aliases are evaluated at import time, and Slicer up to 5.8
-# runs Python 3.9.
-PathLike = Union[str, os.PathLike[str]]  # noqa: UP007
+# typing.Union rather than `X | Y`: these aliases are evaluated at import time, and this library must
+# import on the Python 3.9 of Slicer <= 5.8 to tell those users which Slicer they need.
+PathLike = Union[str, os.PathLike]  # noqa: UP007
 SigmaLike = Union[str, float, int]  # noqa: UP007
 
 
@@ -50,7 +46,10 @@ class RestoreParameters:
         sigma: noise level for ``denoise``: ``"auto"``, a positive number in the input's intensity units, or a
             percentage of the 99.5th percentile such as ``"5%"``.
         mask_path: inpainting mask (nonzero = voxels to fill in); required by ``inpaint`` and only used there.
-        degradations: degradation kinds for ``restore`` (``bias``, ``blur``, ``slices``).
+        degradations: degradation kinds for ``restore`` (the registry's names, e.g. ``bias``, ``blur``,
+            ``thick-slices``; old spellings are mapped).
+        target_spacing: through-plane spacing (mm) of the output with thick slices (``restore``).
+        fwhm: the blur's full width at half maximum in mm (``deblur``).
         model: ``"default"`` for the embedded model, or a checkpoint path.
         steps: number of sampler steps.
         samples: number of posterior samples averaged into the result.
@@ -60,6 +59,8 @@ class RestoreParameters:
         device: ``auto``, ``cpu`` or ``cuda``.
         overwrite: replace an existing output file.
         quiet: suppress progress lines (the module needs them, so it leaves this off).
+        backend: reserved for a future ``--backend auto|torch|openvino`` of ``medidiff restore``; the CLI does
+            not have it yet, so the module leaves it ``None`` and it is never emitted as ``None``.
     """
 
     input_path: PathLike
@@ -69,6 +70,8 @@ class RestoreParameters:
     sigma: SigmaLike | None = None
     mask_path: PathLike | None = None
     degradations: Sequence[str] = ()
+    target_spacing: float | None = None
+    fwhm: float | None = None
     model: PathLike | None = None
     steps: int | None = None
     samples: int | None = None
@@ -77,6 +80,7 @@ class RestoreParameters:
     device: str | None = None
     overwrite: bool = False
     quiet: bool = False
+    backend: str | None = None
 
 
 def _format_number(value: float) -> str:
@@ -97,10 +101,7 @@ def parse_sigma(value: SigmaLike) -> str:
     Raises:
         ParameterError: the value is none of these.
     """
-    invalid = (
-        f"Invalid sigma {value!r}: use auto, a positive number in the input's intensity units, "
-        "or a percentage such as 5%."
-    )
+    invalid = message("bad_sigma", value=repr(value))
     if isinstance(value, bool):
         raise ParameterError(invalid)
     if isinstance(value, (int, float)):
@@ -116,105 +117,127 @@ def parse_sigma(value: SigmaLike) -> str:
         except ValueError:
             raise ParameterError(invalid) from None
     if not math.isfinite(number) or number <= 0:
-        raise ParameterError(f"Sigma must be a positive, finite number (got {value!r}).")
+        raise ParameterError(message("sigma_not_positive", value=repr(value)))
     if percent:
         if number > 100:
-            raise ParameterError(f"A sigma percentage must be at most 100% (got {value!r}).")
+            raise ParameterError(message("sigma_percent", value=repr(value)))
         return f"{_format_number(number)}%"
     return _format_number(number)
 
 
-def parse_degradations(value: str | Iterable[str]) -> tuple[str, ...]:
-    """Return degradation kinds in canonical order without duplicates.
+def parse_degradations(value: str | Iterable[str], catalog: Catalog) -> tuple[str, ...]:
+    """Return degradation kinds in the registry's order, canonical names, without duplicates.
 
     Args:
-        value: ``"bias,blur"`` or an iterable of kinds; case and spaces are ignored.
+        value: ``"bias,blur"`` or an iterable of kinds; case and spaces are ignored, old spellings mapped.
+        catalog: the registry's view.
 
     Raises:
         ParameterError: a kind is unknown.
     """
     items = value.split(",") if isinstance(value, str) else list(value)
-    kinds = {str(item).strip().lower() for item in items if str(item).strip()}
-    unknown = sorted(kinds.difference(DEGRADATIONS))
-    if unknown:
-        raise ParameterError(
-            f"Unknown degradation kind {', '.join(unknown)}: choose among {', '.join(DEGRADATIONS)}."
-        )
-    return tuple(kind for kind in DEGRADATIONS if kind in kinds)
+    kinds = {catalog.canonical_degradation(item) for item in items if str(item).strip()}
+    return tuple(kind for kind in catalog.degradations if kind in kinds)
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ParameterError(f"Unknown {name} {value!r}: choose {', '.join(choices[:-1])} or {choices[-1]}.")
+        names = list(choices)
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        raise ParameterError(message("unknown_choice", what=what, value=value, choices=listed))
 
 
 def _check_count(name: str, value: int | None, minimum: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ParameterError(f"{name} must be an integer of at least {minimum} (got {value!r}).")
+        raise ParameterError(message("bad_count", name=name, minimum=minimum, value=repr(value)))
+
+
+def _check_length(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise ParameterError(message("bad_length", name=name, value=repr(value)))
 
 
 def _same_path(a: PathLike, b: PathLike) -> bool:
     return Path(os.fspath(a)).expanduser().absolute() == Path(os.fspath(b)).expanduser().absolute()
 
 
-def validate(params: RestoreParameters) -> None:
-    """Check that the parameters form a valid ``medidiff restore`` call.
+def _not_for(option: str, label: str, task: str, catalog: Catalog) -> ParameterError:
+    users = list(catalog.tasks_taking(option)) or ["no"]
+    tasks = f"{users[0]} task" if len(users) == 1 else f"{', '.join(users[:-1])} and {users[-1]} tasks"
+    return ParameterError(message("option_not_for_task", option=label, tasks=tasks, task=task))
+
+
+def validate(params: RestoreParameters, catalog: Catalog) -> None:
+    """Check that the parameters form a valid ``medidiff restore`` call for this medidiff.
 
     Raises:
         ParameterError: with a one-line message naming the option to change.
     """
-    _check_choice("task", params.task, TASKS)
-    if params.task == "inpaint" and params.mask_path is None:
-        raise ParameterError(
-            "The inpaint task needs a mask: choose a segmentation or a label map whose nonzero voxels mark "
-            "the voxels to fill in."
-        )
-    if params.task != "inpaint" and params.mask_path is not None:
-        raise ParameterError(f"A mask is only used by the inpaint task (the task is {params.task}).")
-    degradations = parse_degradations(params.degradations)
-    if params.task == "restore" and not degradations:
-        raise ParameterError("The restore task needs at least one degradation kind: bias, blur or slices.")
-    if params.task != "restore" and degradations:
-        raise ParameterError(
-            f"Degradation kinds are only used by the restore task (the task is {params.task})."
-        )
-    if params.task not in NOISE_TASKS and (params.noise is not None or params.sigma is not None):
-        raise ParameterError(
-            f"The noise model and sigma apply to the {' and '.join(NOISE_TASKS)} task only "
-            f"(the task is {params.task})."
-        )
+    task = catalog.task(params.task)
+    degradations = parse_degradations(params.degradations, catalog)
+    given = {
+        "mask": params.mask_path is not None,
+        "degradation": bool(degradations),
+        "fwhm": params.fwhm is not None,
+        "target_spacing": params.target_spacing is not None,
+        "noise": params.noise is not None,
+        "sigma": params.sigma is not None,
+    }
+    missing = {"mask": "no_mask", "degradation": "no_degradation", "fwhm": "no_fwhm"}
+    for option in task.requires:
+        if not given.get(option, False):
+            key = missing.get(option)
+            if key is None:
+                raise ParameterError(message("option_unsupported", task=task.name, option=option))
+            raise ParameterError(message(key, task=task.name, kinds=", ".join(catalog.degradations)))
+    labels = {
+        "mask": "A mask",
+        "degradation": "Degradation kinds",
+        "fwhm": "The blur width (FWHM)",
+        "target_spacing": "The target spacing",
+        "noise": "The noise model",
+        "sigma": "The noise level (sigma)",
+    }
+    for option, label in labels.items():
+        if given[option] and not task.takes(option):
+            raise _not_for(option, label, task.name, catalog)
     if params.noise is not None:
-        _check_choice("noise model", params.noise, NOISE_MODELS)
+        _check_choice("noise model", params.noise, catalog.noise_models)
     if params.sigma is not None:
         parse_sigma(params.sigma)
+    _check_length("The blur width (FWHM, mm)", params.fwhm)
+    _check_length("The target spacing (mm)", params.target_spacing)
     if params.device is not None:
         _check_choice("device", params.device, DEVICES)
     _check_count("Steps", params.steps, 1)
     _check_count("Samples", params.samples, 1)
     _check_count("Seed", params.seed, 0)
-    default_samples = DEFAULT_SAMPLES.get(params.task, 1)
-    if params.uncertainty_path is not None and (params.samples or default_samples) < 2:
-        raise ParameterError(
-            "The uncertainty map is the standard deviation over samples: set samples to 2 or more."
-        )
+    if params.uncertainty_path is not None and (params.samples or task.samples) < 2:
+        raise ParameterError(message("uncertainty_samples"))
     if params.model is not None and os.fspath(params.model).strip() == "":
-        raise ParameterError("The model path is empty: leave it unset to use the default model.")
+        raise ParameterError(message("empty_model_path"))
     if _same_path(params.input_path, params.output_path):
-        raise ParameterError("The output path must differ from the input path.")
+        raise ParameterError(message("same_output_path"))
     if params.uncertainty_path is not None and (
         _same_path(params.uncertainty_path, params.output_path)
         or _same_path(params.uncertainty_path, params.input_path)
     ):
-        raise ParameterError("The uncertainty path must differ from the input and output paths.")
+        raise ParameterError(message("same_uncertainty_path"))
 
 
-def build_restore_argv(params: RestoreParameters, executable: Sequence[str] = ("medidiff",)) -> list[str]:
+def build_restore_argv(
+    params: RestoreParameters, catalog: Catalog, executable: Sequence[str] = ("medidiff",)
+) -> list[str]:
     """Return the argv of ``medidiff restore`` for these parameters.
 
     Args:
         params: the run's parameters; validated first.
+        catalog: the registry of the medidiff that will run (tasks, options, value lists).
         executable: how to start medidiff, for example ``[python, "-m", "medidiff"]`` (what the module uses,
             so the CLI runs in the interpreter it was installed into) or ``["medidiff"]``.
 
@@ -224,7 +247,7 @@ def build_restore_argv(params: RestoreParameters, executable: Sequence[str] = ("
     Raises:
         ParameterError: the parameters are invalid (see :func:`validate`).
     """
-    validate(params)
+    validate(params, catalog)
     argv = [*executable, "restore", os.fspath(params.input_path), os.fspath(params.output_path)]
     argv += ["--task", params.task]
     if params.noise is not None:
@@ -233,9 +256,13 @@ def build_restore_argv(params: RestoreParameters, executable: Sequence[str] = ("
         argv += ["--sigma", parse_sigma(params.sigma)]
     if params.mask_path is not None:
         argv += ["--mask", os.fspath(params.mask_path)]
-    degradations = parse_degradations(params.degradations)
+    degradations = parse_degradations(params.degradations, catalog)
     if degradations:
         argv += ["--degradation", ",".join(degradations)]
+    if params.target_spacing is not None:
+        argv += ["--target-spacing", _format_number(params.target_spacing)]
+    if params.fwhm is not None:
+        argv += ["--fwhm", _format_number(params.fwhm)]
     if params.model is not None:
         argv += ["--model", os.fspath(params.model)]
     if params.steps is not None:
@@ -248,6 +275,8 @@ def build_restore_argv(params: RestoreParameters, executable: Sequence[str] = ("
         argv += ["--seed", str(params.seed)]
     if params.device is not None:
         argv += ["--device", params.device]
+    if params.backend is not None:  # reserved: see RestoreParameters.backend
+        argv += ["--backend", params.backend]
     if params.overwrite:
         argv.append("--overwrite")
     if params.quiet:

@@ -20,14 +20,37 @@ CLI_INTERNAL_ERROR_PREFIX = "medidiff: internal error: "
 DETAILS_TAIL_LINES = 40
 
 MESSAGES: dict[str, str] = {
+    # -- installation ---------------------------------------------------------------------------------------
+    "python_too_old": (
+        "MediDiff needs 3D Slicer {slicer} or newer: medidiff runs on Python {python_needed}, and this "
+        "Slicer has Python {python}. Install a current 3D Slicer from download.slicer.org."
+    ),
     "medidiff_missing": "The medidiff Python package is not installed in Slicer's Python.",
     "medidiff_missing_install": (
         "The medidiff Python package is not installed in Slicer's Python. "
         "Click Apply again and accept the installation, or see docs/slicer.md."
     ),
+    "no_payload": (
+        "This copy of the MediDiff module carries no medidiff package to install (it was neither built as an "
+        "extension nor loaded from a medidiff source checkout). Install the MediDiff extension from the "
+        "Extensions Manager, or see docs/slicer.md."
+    ),
+    "install_question": "MediDiff needs Python packages that are not installed in Slicer yet:",
+    "update_question": (
+        "The medidiff package in Slicer's Python ({installed}) is not the one this MediDiff module was built "
+        "with ({expected}): {reason}. Update it now?"
+    ),
     "install_declined": "The dependencies were not installed, so nothing was run.",
     "install_failed": "Installing the dependencies failed: {reason}",
     "pytorch_missing": "PyTorch could not be installed by the PyTorch extension: {reason}",
+    "torch_too_old": (
+        "The installed PyTorch {installed} is too old: medidiff needs torch{requirement}. Update it in the "
+        "PyTorch Utils module (version requirement {requirement}), then click Apply again."
+    ),
+    "restart_needed": (
+        "medidiff was updated while an older version was loaded in Slicer: restart Slicer before running it."
+    ),
+    # -- input and mask -------------------------------------------------------------------------------------
     "no_input": "Choose an input volume.",
     "no_image_data": "The volume '{name}' has no image data.",
     "not_scalar": (
@@ -40,7 +63,7 @@ MESSAGES: dict[str, str] = {
     ),
     "not_3d": "The volume '{name}' is not a 3D volume (its size is {size}): medidiff needs 2 slices or more.",
     "no_mask": (
-        "The inpaint task needs a mask: choose a segmentation or a label map whose nonzero voxels mark the "
+        "The {task} task needs a mask: choose a segmentation or a label map whose nonzero voxels mark the "
         "voxels to fill in."
     ),
     "mask_empty": "The mask '{name}' is empty: there is nothing to inpaint.",
@@ -52,7 +75,34 @@ MESSAGES: dict[str, str] = {
         "The label map '{mask}' is under a different transform than the input volume '{volume}': "
         "harden or remove the transforms first."
     ),
+    "write_failed": "Could not write '{name}' to {path}.",
+    # -- options --------------------------------------------------------------------------------------------
     "parameter": "{reason}",
+    "no_degradation": "The {task} task needs at least one degradation kind: {kinds}.",
+    "no_fwhm": "The {task} task needs the blur's width: set FWHM (mm) to a positive value.",
+    "unknown_choice": "Unknown {what} '{value}': choose {choices}.",
+    "unknown_degradation": "Unknown degradation kind '{kind}': choose among {choices}.",
+    "option_not_for_task": "{option} is only used by the {tasks} (the task is {task}).",
+    "option_unsupported": (
+        "The {task} task needs the option '{option}', which this version of the MediDiff panel cannot set: "
+        "run it with the medidiff command line."
+    ),
+    "bad_count": "{name} must be an integer of at least {minimum} (got {value}).",
+    "bad_length": "{name} must be a positive number of millimetres (got {value}).",
+    "bad_sigma": (
+        "Invalid sigma {value}: use auto, a positive number in the input's intensity units, "
+        "or a percentage such as 5%."
+    ),
+    "sigma_not_positive": "Sigma must be a positive, finite number (got {value}).",
+    "sigma_percent": "A sigma percentage must be at most 100% (got {value}).",
+    "uncertainty_samples": (
+        "The uncertainty map is the standard deviation over samples: set samples to 2 or more."
+    ),
+    "empty_model_path": "The model path is empty: leave it unset to use the default model.",
+    "same_output_path": "The output path must differ from the input path.",
+    "same_uncertainty_path": "The uncertainty path must differ from the input and output paths.",
+    # -- running --------------------------------------------------------------------------------------------
+    "could_not_start": "MediDiff could not start: {error}",
     "process_user_error": "medidiff could not restore the volume: {reason}",
     "process_too_old": (
         "The installed medidiff has no 'restore' command: update it (see docs/slicer.md, Troubleshooting)."
@@ -66,6 +116,20 @@ MESSAGES: dict[str, str] = {
     "process_start": "Could not start medidiff ({command}): {reason}",
     "result_missing": "medidiff finished but wrote no result file ({path}).",
     "result_load": "Slicer could not load the result file {path}.",
+}
+
+# The status line under the Apply button (not errors; docs/slicer.md's walkthrough quotes them).
+STATUS: dict[str, str] = {
+    "not_installed": "Not installed yet: {missing}. Apply will offer to install it (this is asked once).",
+    "outdated": (
+        "medidiff {installed} is installed; this module was built with {expected}. Apply offers the update."
+    ),
+    "starting": "Starting medidiff (loading PyTorch and the model)... {elapsed}",
+    "running": "Running: {progress} ({elapsed})",
+    "done": "Done in {elapsed}: added {added}.",
+    "cancelling": "Cancelling...",
+    "cancelled": "Cancelled after {elapsed}.",
+    "ready": "Run the restoration in the background.",
 }
 
 
@@ -101,6 +165,11 @@ class ProcessError(MediDiffPluginError):
 def message(key: str, **fields: object) -> str:
     """Format the user message ``key`` of :data:`MESSAGES` with ``fields``."""
     return MESSAGES[key].format(**fields)
+
+
+def status(key: str, **fields: object) -> str:
+    """Format the status line ``key`` of :data:`STATUS` with ``fields``."""
+    return STATUS[key].format(**fields)
 
 
 def format_size(dimensions: Sequence[int]) -> str:

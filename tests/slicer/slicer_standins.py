@@ -1,0 +1,166 @@
+"""What the MediDiff module needs from 3D Slicer beyond MRML, for tests that run its Logic on real MRML.
+
+The MRML scene, nodes, storage nodes, segmentations, subject hierarchy and ``slicer.util`` are the real ones:
+PyPI's ``slicer-core`` (Kitware's build of Slicer's MRML and module logics, without Qt). What it lacks is the
+Qt application around them, so the tests provide, and only these:
+
+- ``qt.QTimer``: PythonQt's timer (the tests fire it by hand);
+- ``slicer.app``: ``temporaryPath``, ``majorVersion``, ``minorVersion``, ``processEvents()``;
+- ``slicer.ScriptedLoadableModule``: the base classes; the Logic's ``getParameterNode`` mirrors Slicer's
+  (Base/Python/slicer/ScriptedLoadableModule.py, commit ff36086f889aa30e3f439053772c4fafeb53495b) on the real
+  scene;
+- ``slicer.parameterNodeWrapper``: ``parameterNodeWrapper`` and ``WithinRange`` (imports only; the binding of
+  the parameter node to widgets needs Qt and is not exercised here);
+- the installers, with the signatures of Slicer's source (``REFERENCE_SIGNATURES``): a stand-in whose
+  signature differs fails ``test_standins_match_slicer_signatures``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import unittest
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Signatures of the Slicer APIs the module calls that slicer-core does not ship, copied from their sources:
+# PyTorchUtils.PyTorchUtilsLogic.installTorch (github.com/fepegar/SlicerPyTorch, PyTorchUtils/PyTorchUtils.py)
+# and pip_ensure (Slicer's Base/Python/slicer/pydeps.py, commit 2412a9d6a54411048f66cfbd1dd731ecf15406d9,
+# where Slicer >= 5.11 has it; declining raises RuntimeError("User declined package installation")).
+REFERENCE_SIGNATURES = {
+    "installTorch": (
+        "(self, askConfirmation=False, forceComputationBackend=None, torchVersionRequirement=None, "
+        "torchvisionVersionRequirement=None)"
+    ),
+    "pip_ensure": (
+        "(requirements, constraints=None, skip_packages=None, prompt_install=True, prompt_restart=True, "
+        "requester=None, skip_in_testing=True, show_progress=True)"
+    ),
+}
+
+
+class QTimer:
+    """PythonQt's QTimer as the module uses it: setInterval, connect("timeout()", slot), start, stop."""
+
+    def __init__(self) -> None:
+        self.interval = 0
+        self.active = False
+        self.slot: Callable[[], None] | None = None
+
+    def setInterval(self, ms: int) -> None:
+        self.interval = ms
+
+    def connect(self, signal: str, slot: Callable[[], None]) -> None:
+        assert signal == "timeout()"
+        self.slot = slot
+
+    def start(self) -> None:
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+
+    def fire(self) -> None:
+        assert self.slot is not None
+        self.slot()
+
+
+class App:
+    """``slicer.app`` (qSlicerApplication) properties the module reads."""
+
+    def __init__(self, temporary: Path, version: tuple[int, int] = (5, 10)) -> None:
+        self.temporaryPath = str(temporary)
+        self.majorVersion, self.minorVersion = version
+
+    def processEvents(self) -> None:
+        pass
+
+    def testingEnabled(self) -> bool:
+        return True
+
+
+def scripted_loadable_module(slicer: Any) -> types.ModuleType:
+    module = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent: Any) -> None:
+            self.parent = parent
+
+    class ScriptedLoadableModuleWidget:
+        def __init__(self, parent: Any = None) -> None:
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self, parent: Any = None) -> None:
+            self.moduleName = self.__class__.__name__
+            if self.moduleName.endswith("Logic"):
+                self.moduleName = self.moduleName[:-5]
+            self.isSingletonParameterNode = True
+
+        def getParameterNode(self) -> Any:
+            node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if node:
+                return node
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(self.moduleName)
+            node.SetAttribute("ModuleName", self.moduleName)
+            node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+            return slicer.mrmlScene.AddNode(node)
+
+    module.ScriptedLoadableModule = ScriptedLoadableModule  # type: ignore[attr-defined]
+    module.ScriptedLoadableModuleWidget = ScriptedLoadableModuleWidget  # type: ignore[attr-defined]
+    module.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic  # type: ignore[attr-defined]
+    module.ScriptedLoadableModuleTest = unittest.TestCase  # type: ignore[attr-defined]
+    return module
+
+
+def parameter_node_wrapper() -> types.ModuleType:
+    module = types.ModuleType("slicer.parameterNodeWrapper")
+    module.parameterNodeWrapper = lambda cls: cls  # type: ignore[attr-defined]
+    module.WithinRange = lambda low, high: ("WithinRange", low, high)  # type: ignore[attr-defined]
+    return module
+
+
+class PyTorchUtilsLogic:
+    """Stand-in for PyTorchUtils.PyTorchUtilsLogic: records the call, installs nothing."""
+
+    calls: list[dict[str, Any]] = []  # noqa: RUF012
+    result: Any = object()
+
+    def installTorch(
+        self,
+        askConfirmation=False,
+        forceComputationBackend=None,
+        torchVersionRequirement=None,
+        torchvisionVersionRequirement=None,
+    ):
+        PyTorchUtilsLogic.calls.append(
+            {"askConfirmation": askConfirmation, "torchVersionRequirement": torchVersionRequirement}
+        )
+        return PyTorchUtilsLogic.result
+
+
+def make_pip_ensure(calls: list[Any], decline: bool = False) -> Callable[..., Any]:
+    """A ``pip_ensure`` with Slicer's signature that records its calls (and can decline like Slicer)."""
+
+    def pip_ensure(
+        requirements,
+        constraints=None,
+        skip_packages=None,
+        prompt_install=True,
+        prompt_restart=True,
+        requester=None,
+        skip_in_testing=True,
+        show_progress=True,
+    ):
+        calls.append((list(requirements), requester))
+        if decline:
+            raise RuntimeError("User declined package installation")
+
+    return pip_ensure
+
+
+def signature_text(function: Callable[..., Any]) -> str:
+    return str(inspect.signature(function))
