@@ -25,7 +25,6 @@ MESSAGES: dict[str, str] = {
         "MediDiff needs 3D Slicer {slicer} or newer: medidiff runs on Python {python_needed}, and this "
         "Slicer has Python {python}. Install a current 3D Slicer from download.slicer.org."
     ),
-    "medidiff_missing": "The medidiff Python package is not installed in Slicer's Python.",
     "medidiff_missing_install": (
         "The medidiff Python package is not installed in Slicer's Python. "
         "Click Apply again and accept the installation, or see docs/slicer.md."
@@ -46,9 +45,6 @@ MESSAGES: dict[str, str] = {
     "torch_too_old": (
         "The installed PyTorch {installed} is too old: medidiff needs torch{requirement}. Update it in the "
         "PyTorch Utils module (version requirement {requirement}), then click Apply again."
-    ),
-    "restart_needed": (
-        "medidiff was updated while an older version was loaded in Slicer: restart Slicer before running it."
     ),
     # -- input and mask -------------------------------------------------------------------------------------
     "no_input": "Choose an input volume.",
@@ -77,7 +73,6 @@ MESSAGES: dict[str, str] = {
     ),
     "write_failed": "Could not write '{name}' to {path}.",
     # -- options --------------------------------------------------------------------------------------------
-    "parameter": "{reason}",
     "no_degradation": "The {task} task needs at least one degradation kind: {kinds}.",
     "no_fwhm": "The {task} task needs the blur's width: set FWHM (mm) to a positive value.",
     "unknown_choice": "Unknown {what} '{value}': choose {choices}.",
