@@ -427,7 +427,11 @@ class MediDiffLogic(ScriptedLoadableModuleLogic):
     def source(self):
         """Where this module installs medidiff from: its payload, or the checkout it runs from (or None)."""
         if not self._sourceRead:
-            self._source = dependencies.find_source(self.moduleDir)
+            try:
+                self._source = dependencies.find_source(self.moduleDir)
+            except (OSError, ValueError, KeyError):  # a damaged payload: as if there were none
+                logging.exception("MediDiff: the medidiff payload next to the module is unreadable")
+                self._source = None
             self._sourceRead = True
         return self._source
 

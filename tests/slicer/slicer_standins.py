@@ -9,8 +9,8 @@ Qt application around them, so the tests provide, and only these:
 - ``slicer.ScriptedLoadableModule``: the base classes; the Logic's ``getParameterNode`` mirrors Slicer's
   (Base/Python/slicer/ScriptedLoadableModule.py, commit ff36086f889aa30e3f439053772c4fafeb53495b) on the real
   scene;
-- ``slicer.parameterNodeWrapper``: ``parameterNodeWrapper`` and ``WithinRange`` (imports only; the binding of
-  the parameter node to widgets needs Qt and is not exercised here);
+- ``slicer.parameterNodeWrapper``: typed fields over the real parameter node (values kept in Python; the
+  binding of the parameter node to widgets needs Qt and is not exercised here);
 - the installers, with the signatures of Slicer's source (``REFERENCE_SIGNATURES``): a stand-in whose
   signature differs fails ``test_standins_match_slicer_signatures``.
 """
@@ -18,11 +18,12 @@ Qt application around them, so the tests provide, and only these:
 from __future__ import annotations
 
 import inspect
+import time
 import types
 import unittest
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # Signatures of the Slicer APIs the module calls that slicer-core does not ship, copied from their sources:
 # PyTorchUtils.PyTorchUtilsLogic.installTorch (github.com/fepegar/SlicerPyTorch, PyTorchUtils/PyTorchUtils.py)
@@ -41,12 +42,19 @@ REFERENCE_SIGNATURES = {
 
 
 class QTimer:
-    """PythonQt's QTimer as the module uses it: setInterval, connect("timeout()", slot), start, stop."""
+    """PythonQt's QTimer as the module uses it: setInterval, connect("timeout()", slot), start, stop.
+
+    Tests fire it by hand (:meth:`fire`), or :meth:`App.processEvents` fires the started timers whose interval
+    has elapsed, as Qt's event loop does.
+    """
+
+    started: ClassVar[list[QTimer]] = []
 
     def __init__(self) -> None:
         self.interval = 0
         self.active = False
         self.slot: Callable[[], None] | None = None
+        self.last = 0.0
 
     def setInterval(self, ms: int) -> None:
         self.interval = ms
@@ -57,9 +65,13 @@ class QTimer:
 
     def start(self) -> None:
         self.active = True
+        self.last = time.monotonic()
+        QTimer.started.append(self)
 
     def stop(self) -> None:
         self.active = False
+        if self in QTimer.started:
+            QTimer.started.remove(self)
 
     def fire(self) -> None:
         assert self.slot is not None
@@ -74,7 +86,11 @@ class App:
         self.majorVersion, self.minorVersion = version
 
     def processEvents(self) -> None:
-        pass
+        now = time.monotonic()
+        for timer in list(QTimer.started):
+            if timer.active and now - timer.last >= timer.interval / 1000.0:
+                timer.last = now
+                timer.fire()
 
     def testingEnabled(self) -> bool:
         return True
@@ -116,9 +132,36 @@ def scripted_loadable_module(slicer: Any) -> types.ModuleType:
     return module
 
 
+def parameterNodeWrapper(cls: type) -> type:
+    """Typed fields over a vtkMRMLScriptedModuleNode, like Slicer's wrapper (values kept in Python, not
+    serialised into the node; unknown fields refused; a field without a default starts as None)."""
+    fields = dict(cls.__annotations__)
+    defaults = {name: getattr(cls, name, None) for name in fields}
+    values: dict[str, dict[str, Any]] = {}
+
+    class Wrapped:
+        def __init__(self, node: Any) -> None:
+            object.__setattr__(self, "parameterNode", node)
+            object.__setattr__(self, "_values", values.setdefault(node.GetID(), dict(defaults)))
+
+        def __getattr__(self, name: str) -> Any:
+            if name in fields:
+                return self._values[name]
+            raise AttributeError(name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name not in fields:
+                raise AttributeError(f"{cls.__name__} has no parameter {name!r}")
+            self._values[name] = value
+
+    Wrapped.__name__ = Wrapped.__qualname__ = cls.__name__
+    Wrapped.__annotations__ = fields
+    return Wrapped
+
+
 def parameter_node_wrapper() -> types.ModuleType:
     module = types.ModuleType("slicer.parameterNodeWrapper")
-    module.parameterNodeWrapper = lambda cls: cls  # type: ignore[attr-defined]
+    module.parameterNodeWrapper = parameterNodeWrapper  # type: ignore[attr-defined]
     module.WithinRange = lambda low, high: ("WithinRange", low, high)  # type: ignore[attr-defined]
     return module
 

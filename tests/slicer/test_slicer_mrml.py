@@ -280,3 +280,13 @@ def test_parameter_node_lives_in_the_scene(mrml: types.SimpleNamespace) -> None:
     assert node.GetClassName() == "vtkMRMLScriptedModuleNode"
     assert node.GetAttribute("ModuleName") == "MediDiff"
     assert logic.__class__.__mro__[1].getParameterNode(logic) is node  # a singleton
+
+
+def test_the_modules_own_self_test_runs_on_mrml(mrml: types.SimpleNamespace) -> None:
+    """MediDiffTest (what "Reload and Test" runs in Slicer): real tiny restorations, here on slicer-core."""
+    slicer = mrml.slicer
+    factory = slicer.vtkSegmentationConverterFactory.GetInstance()  # done by Slicer's Segmentations module
+    factory.RegisterConverterRule(slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule())
+    factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
+    test = mrml.module.MediDiffTest("runTest")
+    test.runTest()
