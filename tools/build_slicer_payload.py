@@ -107,13 +107,20 @@ def task_catalog(wheel: Path) -> dict[str, object]:
         "from MediDiffLib.catalog import from_registry\n"
         "print(json.dumps(from_registry(tasks, medidiff.__version__).to_json()))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=tempfile.gettempdir(),
-    )
+    # -S first: nothing but the wheel and the standard library can answer (the registry is torch-free). If the
+    # registry ever needs a third-party package, read it with site-packages (the wheel still comes first).
+    for flags in (["-I", "-S"], ["-I"]):
+        result = subprocess.run(
+            [sys.executable, *flags, "-c", script],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tempfile.gettempdir(),
+        )
+        if result.returncode == 0:
+            break
+    else:
+        raise SystemExit(f"build_slicer_payload: cannot read the task registry of {wheel}:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
