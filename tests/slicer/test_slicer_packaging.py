@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+from MediDiffLib.dependencies import load_payload
 from PIL import Image
 
 RAW = "https://raw.githubusercontent.com/"
@@ -84,3 +89,58 @@ def test_docs_show_the_screenshot(repo_root: Path) -> None:
     docs = (repo_root / "docs" / "slicer.md").read_text(encoding="utf-8")
     assert "img/slicer_restoration.png" in docs
     assert (repo_root / "docs" / "img" / "slicer_restoration.png").is_file()
+
+
+MOCK_SLICER_CONFIG = """
+set(Slicer_USE_FILE ${{CMAKE_CURRENT_LIST_DIR}}/UseSlicer.cmake)
+set(Slicer_VERSION {version})
+set(Slicer_EXTENSION_GENERATE_CONFIG ${{CMAKE_CURRENT_LIST_DIR}}/empty.cmake)
+set(Slicer_EXTENSION_CPACK ${{CMAKE_CURRENT_LIST_DIR}}/empty.cmake)
+"""
+MOCK_USE_SLICER = """
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR lib/Slicer-5.10/qt-scripted-modules)
+set(PYTHON_EXECUTABLE {python})
+macro(slicerMacroBuildScriptedModule)
+endmacro()
+macro(slicer_add_python_unittest)
+endmacro()
+"""
+
+
+def mock_slicer(folder: Path, version: str) -> Path:
+    """A stand-in for a Slicer build tree with only what the extension's CMake files use (no Slicer here)."""
+    folder.mkdir(parents=True)
+    (folder / "SlicerConfig.cmake").write_text(MOCK_SLICER_CONFIG.format(version=version))
+    (folder / "UseSlicer.cmake").write_text(MOCK_USE_SLICER.format(python=sys.executable))
+    (folder / "empty.cmake").write_text("")
+    return folder
+
+
+def test_cmake_builds_and_installs_the_payload_next_to_the_module(repo_root: Path, tmp_path: Path) -> None:
+    """The extension's CMake files (from the repository root, as the index builds them) against a mock Slicer:
+    the payload target builds the wheel and the install puts it where the installed module looks for it."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    slicer_dir = mock_slicer(tmp_path / "slicer", "5.10.0")
+    build, prefix = tmp_path / "build", tmp_path / "install"
+    run = {"capture_output": True, "text": True, "timeout": 300, "check": False}
+    steps = [
+        [cmake, "-S", str(repo_root), "-B", str(build), f"-DSlicer_DIR={slicer_dir}"],
+        [cmake, "--build", str(build)],
+        [cmake, "--install", str(build), "--prefix", str(prefix)],
+    ]
+    for step in steps:
+        result = subprocess.run(step, **run)
+        assert result.returncode == 0, result.stdout + result.stderr
+    installed_module = prefix / "lib" / "Slicer-5.10" / "qt-scripted-modules"
+    payload = load_payload(installed_module)
+    assert payload is not None and payload.wheel_path.is_file()
+    assert payload.catalog is not None and "denoise" in payload.catalog.names
+
+    old = mock_slicer(tmp_path / "old-slicer", "5.8.0")
+    result = subprocess.run(
+        [cmake, "-S", str(repo_root), "-B", str(tmp_path / "old"), f"-DSlicer_DIR={old}"], **run
+    )
+    assert result.returncode != 0 and "needs 3D Slicer 5.10 or newer" in result.stdout + result.stderr
