@@ -57,6 +57,10 @@ class Registry(Generic[T]):
             return self._aliases[name][0]
         raise ConfigError(f"unknown {self.kind} {name!r} (expected one of {', '.join(self._entries)})")
 
+    def aliases(self) -> dict[str, str]:
+        """Every accepted old spelling and the registered name it stands for."""
+        return {old: new for old, (new, _) in self._aliases.items()}
+
     def alias_note(self, name: str) -> str | None:
         """The note of an alias (None for a registered name)."""
         return self._aliases[name][1] if name in self._aliases else None

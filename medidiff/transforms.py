@@ -1,153 +1,61 @@
-"""Invertible intensity preprocessing, and MONAI dictionary transforms for pipelines.
+"""MONAI dictionary transforms: restoration as one step of a MONAI ``Compose`` pipeline.
 
-The model works on intensities scaled to [-1, 1] by robust percentiles of the volume: the
-``lower_percentile`` maps to -1 and the ``upper_percentile`` to +1 (values beyond are not clipped).
-The percentiles are taken on a lightly smoothed copy so that measurement noise (which is what we
-restore) barely moves them: a noisy and a clean scan of the same anatomy get nearly the same scaling.
+This module imports the pipeline (and MONAI); the pipeline never imports it. The intensity scaling the
+model works in is :class:`medidiff.normalize.Normalizer` (re-exported here for older imports).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from medidiff.inference.pipeline import restore
+from medidiff.normalize import Normalizer
+
+__all__ = ["Normalizer", "Restored"]
 
 
-@dataclass
-class Normalizer:
-    """Robust affine intensity map ``model = 2 (x - low) / (high - low) - 1`` and its inverse.
+class Restored(MapTransform):
+    """Run :func:`medidiff.restore` on the images of a dictionary (MONAI's dictionary-transform style).
 
-    Attributes:
-        lower_percentile, upper_percentile: percentiles (0-100) that map to -1 and +1.
-        smooth_sigma: Gaussian smoothing (voxels) applied before taking percentiles; 0 disables.
-        low, high: fitted intensities in input units (None until :meth:`fit`).
+    A thin wrapper, like MONAI's own dictionary transforms: each key's image ((1, I, J, K) or (I, J, K)
+    MetaTensor, Volume or array) is replaced by its restoration, of the same kind. A MetaTensor keeps its
+    metadata, and its affine (the thick-slice task returns the fine grid's).
+
+    Args:
+        keys: keys of the images to restore.
+        task: ``denoise``, ``inpaint`` or ``restore``.
+        mask_key: for ``inpaint``, the key holding the mask (nonzero = missing voxels), if the mask is
+            not given as ``mask=`` in ``restore_kwargs``.
+        allow_missing_keys: do not fail on absent keys.
+        restore_kwargs: passed to :func:`medidiff.restore` (``model``, ``sigma``, ``steps``, ``seed``...).
+
+    Example::
+
+        Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Restored("image", sigma="auto")])
     """
 
-    lower_percentile: float = 0.5
-    upper_percentile: float = 99.5
-    smooth_sigma: float = 1.0
-    low: float | None = None
-    high: float | None = None
+    def __init__(
+        self,
+        keys: KeysCollection,
+        task: str = "denoise",
+        mask_key: str | None = None,
+        allow_missing_keys: bool = False,
+        **restore_kwargs: Any,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.task = task
+        self.mask_key = mask_key
+        self.restore_kwargs = restore_kwargs
 
-    def fit(self, data: np.ndarray) -> Normalizer:
-        """Fit low/high on ``data`` (I, J, K), in place; returns self."""
-        from scipy.ndimage import gaussian_filter
-
-        arr = np.asarray(data, dtype=np.float32)
-        if self.smooth_sigma > 0:
-            arr = gaussian_filter(arr, self.smooth_sigma, mode="nearest")
-        # A strided subsample keeps fitting fast on large volumes; percentiles are robust to it.
-        step = max(1, round((arr.size / 4_000_000) ** (1 / 3)))
-        sample = arr[::step, ::step, ::step]
-        low, high = np.percentile(sample, [self.lower_percentile, self.upper_percentile])
-        if not np.isfinite([low, high]).all() or high <= low:
-            high = low + 1.0
-        self.low, self.high = float(low), float(high)
-        return self
-
-    def _check(self) -> tuple[float, float]:
-        if self.low is None or self.high is None:
-            raise RuntimeError("Normalizer used before fit()")
-        return self.low, self.high
-
-    @property
-    def scale(self) -> float:
-        """Model units per input unit (2 / (high - low))."""
-        low, high = self._check()
-        return 2.0 / (high - low)
-
-    def forward(self, data: np.ndarray) -> np.ndarray:
-        """Input units -> model units, float32, same shape."""
-        low, _ = self._check()
-        return ((np.asarray(data, dtype=np.float32) - low) * self.scale - 1.0).astype(np.float32)
-
-    def invert(self, model: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-        """Model units -> input units. Integer ``dtype`` results are rounded and clipped to its range."""
-        low, _ = self._check()
-        out = (np.asarray(model, dtype=np.float64) + 1.0) / self.scale + low
-        dtype = np.dtype(dtype)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
-        return out.astype(dtype)
-
-    def sigma_to_model(self, sigma: float) -> float:
-        """A noise standard deviation in input units, in model units."""
-        return float(sigma) * self.scale
-
-    def sigma_from_model(self, sigma: float) -> float:
-        return float(sigma) / self.scale
-
-    def config(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# --- MONAI dictionary transform ---------------------------------------------------------------------------
-# Subclassing MapTransform needs MONAI, whose import takes seconds; the class is built on first access
-# (module __getattr__) so that importing this module stays as light as the Normalizer needs.
-_RESTORED: type | None = None
-
-
-def _restored_class() -> type:
-    global _RESTORED
-    if _RESTORED is not None:
-        return _RESTORED
-    from collections.abc import Hashable, Mapping
-
-    from monai.config import KeysCollection
-    from monai.transforms import MapTransform
-
-    class Restored(MapTransform):
-        """Run :func:`medidiff.restore` on the images of a dictionary (MONAI's dictionary-transform style).
-
-        A thin wrapper, like MONAI's own dictionary transforms: each key's image ((1, I, J, K) or (I, J, K)
-        MetaTensor, Volume or array) is replaced by its restoration, of the same kind. A MetaTensor keeps its
-        metadata, and its affine (the thick-slice task returns the fine grid's).
-
-        Args:
-            keys: keys of the images to restore.
-            task: ``denoise``, ``inpaint`` or ``restore``.
-            mask_key: for ``inpaint``, the key holding the mask (nonzero = missing voxels), if the mask is
-                not given as ``mask=`` in ``restore_kwargs``.
-            allow_missing_keys: do not fail on absent keys.
-            restore_kwargs: passed to :func:`medidiff.restore` (``model``, ``sigma``, ``steps``, ``seed``...).
-
-        Example::
-
-            Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Restored("image", sigma="auto")])
-        """
-
-        def __init__(
-            self,
-            keys: KeysCollection,
-            task: str = "denoise",
-            mask_key: str | None = None,
-            allow_missing_keys: bool = False,
-            **restore_kwargs: Any,
-        ) -> None:
-            super().__init__(keys, allow_missing_keys)
-            self.task = task
-            self.mask_key = mask_key
-            self.restore_kwargs = restore_kwargs
-
-        def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-            from medidiff.inference.pipeline import restore
-
-            d = dict(data)
-            kwargs = dict(self.restore_kwargs)
-            if self.mask_key is not None:
-                kwargs["mask"] = d[self.mask_key]
-            for key in self.key_iterator(d):
-                d[key] = restore(d[key], task=self.task, **kwargs)
-            return d
-
-    Restored.__module__ = __name__
-    _RESTORED = Restored
-    return Restored
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Restored":
-        return _restored_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        kwargs = dict(self.restore_kwargs)
+        if self.mask_key is not None:
+            kwargs["mask"] = d[self.mask_key]
+        for key in self.key_iterator(d):
+            d[key] = restore(d[key], task=self.task, **kwargs)
+        return d

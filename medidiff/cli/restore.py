@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from medidiff.cli.common import add_input_options, add_output_options, positive_int
-from medidiff.inference.defaults import NOISE_MODELS, TASKS
+from medidiff.tasks import DEGRADATIONS, NOISE_MODELS, TASK_SPECS, TASKS
 
 # Same list as medidiff.nets.checkpoint.PICKLE_SUFFIXES, kept literal so that refusing a pickled checkpoint
 # needs no torch import (tests/cli/test_restore_cli.py checks the two agree).
@@ -15,7 +15,12 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".tar")
 
 def add_restore_options(p: argparse.ArgumentParser) -> None:
     """Task options shared by `restore` and `restore-batch`."""
-    p.add_argument("--task", required=True, choices=TASKS, help="what to restore")
+    p.add_argument(
+        "--task",
+        required=True,
+        choices=TASKS,
+        help="what to restore: " + "; ".join(f"{spec.name}: {spec.summary}" for spec in TASK_SPECS.get_all()),
+    )
     p.add_argument("--noise", default="gaussian", choices=NOISE_MODELS, help="denoise: noise model")
     p.add_argument(
         "--sigma",
@@ -25,33 +30,43 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
         "a value below the air's noise level leaves the air bright)",
     )
     p.add_argument("--mask", help="inpaint: mask volume of the input's geometry, nonzero = missing voxels")
-    p.add_argument("--degradation", help="restore: comma-separated unknown degradations: bias, blur, slices")
+    p.add_argument(
+        "--degradation",
+        help=f"restore: comma-separated unknown degradations: {', '.join(DEGRADATIONS)} "
+        "('slices', the old spelling of thick-slices, is still accepted)",
+    )
     p.add_argument(
         "--target-spacing",
         type=float,
         default=None,
-        help="restore with slices: through-plane spacing (mm) of the output (default: in-plane)",
+        help="restore with thick-slices: through-plane spacing (mm) of the output (default: in-plane)",
+    )
+    p.add_argument(
+        "--fwhm",
+        type=float,
+        default=None,
+        help="deblur: full width at half maximum (mm) of the known Gaussian blur",
     )
     p.add_argument("--model", default="default", help="default (embedded) or a model .safetensors/.json path")
     p.add_argument(
         "--steps",
         type=positive_int,
         default=None,
-        help="network evaluations per chain (default: 12 for inpaint and restore; denoise: 1 Tweedie step, "
-        "25 per sample with --samples 2+)",
+        help="network evaluations per chain (default: 12 for inpaint, restore and deblur; denoise: 1 Tweedie "
+        "step, 25 per sample with --samples 2+)",
     )
     p.add_argument(
         "--samples",
         type=positive_int,
         default=None,
-        help="posterior samples (chains) to average (default: 1 for denoise, 4 for inpaint and restore)",
+        help="posterior samples (chains) to average (default: 1 for denoise, 4 for the other tasks)",
     )
     p.add_argument(
         "--views",
         type=positive_int,
         default=None,
         help="mirrored views of the volume averaged at every network evaluation, 1-8, each one more "
-        "evaluation (default: 2 for denoise, 1 for inpaint and restore)",
+        "evaluation (default: 2 for denoise, 1 for the other tasks)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -75,30 +90,42 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def task_options(args: argparse.Namespace, mask: Any = None) -> Any:
+    """The parsed options as :class:`medidiff.tasks.TaskOptions` (``mask``: the mask, or a stand-in)."""
+    from medidiff.tasks import TaskOptions
+
+    return TaskOptions(
+        noise=args.noise,
+        sigma=args.sigma,
+        mask=mask,
+        degradation=args.degradation,
+        target_spacing=args.target_spacing,
+        fwhm=args.fwhm,
+        steps=args.steps,
+        samples=args.samples,
+        views=args.views,
+    )
+
+
 def check_task_options(args: argparse.Namespace) -> None:
-    """Refuse option combinations that cannot work, before any file is read."""
-    from medidiff.errors import ConfigError
+    """Refuse option combinations that cannot work, before any file is read (the task's spec decides)."""
+    import sys
 
-    if args.task == "inpaint" and not args.mask:
-        raise ConfigError("--task inpaint needs --mask MASK (nonzero = missing voxels)")
-    if args.task == "restore" and not args.degradation:
-        raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
-    if getattr(args, "uncertainty", None) and _samples(args) < 2:
-        raise ConfigError("--uncertainty needs --samples 2 or more (it is the std over the samples)")
-    if getattr(args, "views", None) is not None:
-        from medidiff.inference.defaults import resolve_views
+    from medidiff.tasks import DEGRADATION_KINDS, get_spec
 
-        resolve_views(args.task, args.views)
-    if getattr(args, "params_out", None) and args.task != "restore":
-        raise ConfigError("--params-out is only for --task restore")
+    spec = get_spec(args.task)
+    options = task_options(args, mask=args.mask or None)
+    spec.check(
+        options,
+        uncertainty=bool(getattr(args, "uncertainty", None)),
+        params_out=bool(getattr(args, "params_out", None)),
+    )
+    for kind in str(args.degradation or "").split(","):
+        note = DEGRADATION_KINDS.alias_note(kind.strip())
+        if note and not args.quiet:
+            new = DEGRADATION_KINDS.canonical(kind.strip())
+            print(f"medidiff: note: --degradation {kind.strip()} is a {note}; use {new}", file=sys.stderr)
     _check_model_path(args.model)
-
-
-def _samples(args: argparse.Namespace) -> int:
-    """--samples, or the task's default number of chains."""
-    from medidiff.inference.defaults import DEFAULTS
-
-    return int(args.samples) if args.samples is not None else DEFAULTS[args.task].samples
 
 
 def _check_model_path(spec: str) -> None:
@@ -121,23 +148,11 @@ def _check_model_path(spec: str) -> None:
 
 def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
     """Keyword arguments of :func:`medidiff.inference.pipeline.restore` from parsed options."""
-    from medidiff.errors import ConfigError
-
-    if args.task == "inpaint" and mask is None:
-        raise ConfigError("--task inpaint needs --mask MASK (nonzero = missing voxels)")
-    if args.task == "restore" and not args.degradation:
-        raise ConfigError("--task restore needs --degradation bias|blur|slices[,...]")
+    options = task_options(args, mask)
     return {
         "task": args.task,
         "model": args.model,
-        "noise": args.noise,
-        "sigma": args.sigma,
-        "mask": mask,
-        "degradation": args.degradation,
-        "target_spacing": args.target_spacing,
-        "steps": args.steps,
-        "samples": args.samples,
-        "views": args.views,
+        **{name: getattr(options, name) for name in options.__dataclass_fields__},
         "seed": args.seed,
         "device": args.device,
         "progress": not args.quiet,

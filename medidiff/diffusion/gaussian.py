@@ -30,11 +30,6 @@ from medidiff.diffusion.predictions import Prediction, expand_like
 from medidiff.diffusion.sde import SDE
 
 
-def _scalar_coefficients(sde: SDE, t: float) -> tuple[float, float]:
-    alpha, sigma = sde.coefficients(torch.tensor(float(t), dtype=torch.float64))
-    return float(alpha), float(sigma)
-
-
 def _coefficients(sde: SDE, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     """alpha(t), sigma(t) for t (B,), broadcast against x (B, ...), in x's dtype."""
     alpha, sigma = sde.coefficients(torch.as_tensor(t, dtype=torch.float64))
@@ -76,7 +71,7 @@ class DiagonalGaussian:
 
     def marginal(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Mean and variance of x_t (for a scalar t), shaped like ``mean``/``var`` broadcast."""
-        alpha, sigma = _scalar_coefficients(self.sde, float(t))
+        alpha, sigma = self.sde.scalar_coefficients(float(t))
         mean, var = torch.broadcast_tensors(self.mean, self.var)
         return alpha * mean, alpha**2 * var + sigma**2
 
@@ -102,7 +97,7 @@ class DiagonalGaussian:
         The ODE transports N(alpha_t mu, c_t) to N(alpha_s mu, c_s) element-wise by the monotone affine map.
         """
         mean, var = self._params(x)
-        (a_t, s_t), (a_s, s_s) = _scalar_coefficients(self.sde, t), _scalar_coefficients(self.sde, s)
+        (a_t, s_t), (a_s, s_s) = self.sde.scalar_coefficients(t), self.sde.scalar_coefficients(s)
         ratio = torch.sqrt((a_s**2 * var + s_s**2) / (a_t**2 * var + s_t**2))
         return a_s * mean + ratio * (x - a_t * mean)
 
@@ -182,7 +177,7 @@ class FullCovGaussian:
 
     def ode_flow(self, x: Tensor, t: float, s: float) -> Tensor:
         """Exact probability-flow ODE map x_t -> x_s (independent per eigen-direction)."""
-        (a_t, s_t), (a_s, s_s) = _scalar_coefficients(self.sde, t), _scalar_coefficients(self.sde, s)
+        (a_t, s_t), (a_s, s_s) = self.sde.scalar_coefficients(t), self.sde.scalar_coefficients(s)
         u, lam, mean = self.eigvec.to(x), self.eigval.to(x), self.mean.to(x)
         z = (x.reshape(x.shape[0], self.dim) - a_t * mean) @ u
         ratio = torch.sqrt((a_s**2 * lam + s_s**2) / (a_t**2 * lam + s_t**2))

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from medidiff.registry import Registry
+
 
 class NoiseSchedule(ABC):
     """``alpha_bar(t)``: the signal power kept at time t. Subclasses define :meth:`log_alpha_bar`."""
@@ -129,14 +131,12 @@ class CosineSchedule(NoiseSchedule):
         }
 
 
-def build_schedule(config: dict[str, Any]) -> NoiseSchedule:
-    """Rebuild a schedule from :meth:`NoiseSchedule.config` output."""
-    from medidiff.errors import ConfigError
+SCHEDULES: Registry[type[NoiseSchedule]] = Registry("noise schedule")
+SCHEDULES.register("linear", LinearSchedule)
+SCHEDULES.register("cosine", CosineSchedule)
 
+
+def build_schedule(config: dict[str, Any]) -> NoiseSchedule:
+    """Rebuild a schedule from :meth:`NoiseSchedule.config` output (``name``: a :data:`SCHEDULES` entry)."""
     cfg = dict(config)
-    name = cfg.pop("name", "linear")
-    if name == "linear":
-        return LinearSchedule(**cfg)
-    if name == "cosine":
-        return CosineSchedule(**cfg)
-    raise ConfigError(f"unknown noise schedule {name!r} (expected 'linear' or 'cosine')")
+    return SCHEDULES.build(cfg.pop("name", "linear"), **cfg)  # type: ignore[no-any-return]

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import expand_like
 from medidiff.diffusion.schedules import LinearSchedule, NoiseSchedule, build_schedule
+from medidiff.registry import Registry
 
 
 class SDE(ABC):
@@ -47,6 +48,11 @@ class SDE(ABC):
         """JSON-serialisable settings; ``build_sde(config)`` rebuilds the SDE."""
 
     # Derived quantities --------------------------------------------------------------------------
+    def scalar_coefficients(self, t: float) -> tuple[float, float]:
+        """(alpha(t), sigma(t)) at one time, as Python floats computed in float64 (samplers, tasks)."""
+        alpha, sigma = self.coefficients(torch.tensor(float(t), dtype=torch.float64))
+        return float(alpha), float(sigma)
+
     def marginal_prob(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std of q(x_t | x_0). x0: (B, ...); t: (B,). Returns mean like x0, std (B,)."""
         alpha, sigma = self.coefficients(t)
@@ -146,15 +152,16 @@ class VESDE(SDE):
         return {"name": "ve", "t_min": self.t_min, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
 
 
-def build_sde(config: dict[str, Any]) -> SDE:
-    """Rebuild an SDE from :meth:`SDE.config` output."""
-    from medidiff.errors import ConfigError
+SDES: Registry[type[SDE]] = Registry("SDE")
+SDES.register("vp", VPSDE)
+SDES.register("subvp", SubVPSDE)
+SDES.register("ve", VESDE)
 
+
+def build_sde(config: dict[str, Any]) -> SDE:
+    """Rebuild an SDE from :meth:`SDE.config` output (``name`` picks it from :data:`SDES`)."""
     cfg = dict(config)
     name = cfg.pop("name", "vp")
-    if name in ("vp", "subvp"):
-        schedule = build_schedule(cfg.pop("schedule", {"name": "linear"}))
-        return (VPSDE if name == "vp" else SubVPSDE)(schedule, **cfg)
-    if name == "ve":
-        return VESDE(**cfg)
-    raise ConfigError(f"unknown SDE {name!r} (expected 'vp', 'subvp' or 've')")
+    if SDES.canonical(name) in ("vp", "subvp"):
+        cfg["schedule"] = build_schedule(cfg.pop("schedule", {"name": "linear"}))
+    return SDES.build(name, **cfg)  # type: ignore[no-any-return]

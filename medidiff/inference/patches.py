@@ -43,7 +43,7 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import Prediction, expand_like
 from medidiff.diffusion.sde import SDE
-from medidiff.inference.defaults import FLIPS
+from medidiff.tasks.spec import FLIPS
 
 SkipPredicate = Callable[[Tensor, Tensor], Tensor]
 

@@ -72,7 +72,6 @@ class DiffusionModel(nn.Module):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.bf16 = bf16
         self.config = config or {}
-        self.network_evaluations = 0  # voxels-weighted count is kept by the patch path; this counts calls
         self.channels_last = False
 
     def use_channels_last(self) -> DiffusionModel:
@@ -127,7 +126,6 @@ class DiffusionModel(nn.Module):
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         """Raw network output (float32) for x_t (B, 1, I, J, K) and t (B,)."""
         t = t.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
-        self.network_evaluations += 1
         if self.channels_last and x.dim() == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast(x):

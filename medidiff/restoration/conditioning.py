@@ -29,17 +29,17 @@ from torch import Tensor
 
 from medidiff.diffusion.predictions import Prediction
 from medidiff.diffusion.sde import SDE
-from medidiff.restoration.operators import BiasField, Identity, IntensityAffine, Mask, Operator
+from medidiff.registry import Registry
+from medidiff.restoration.cg import conjugate_gradient
+from medidiff.restoration.noise import NoiseModel
+from medidiff.restoration.operators import Mask, Operator
 from medidiff.samplers.base import Conditioning, Denoiser, StepContext, renoise
-
-# Operators whose A A^T is diagonal: the projection's solve is then pointwise and exact.
-_DIAGONAL = (Identity, Mask, BiasField, IntensityAffine)
 
 
 def is_pointwise(op: Operator) -> bool:
-    """True when A's linear part is diagonal (one factor per voxel): the built-in pointwise operators, and
-    any operator that declares ``pointwise = True`` (e.g. an offset wrapper around one of them)."""
-    return isinstance(op, _DIAGONAL) or bool(getattr(op, "pointwise", False))
+    """True when A's linear part is diagonal (one factor per voxel): operators that declare
+    ``pointwise = True`` (identity, mask, bias field, intensity map, a shift of one of them)."""
+    return bool(getattr(op, "pointwise", False))
 
 
 def _gram_diagonal(op: Operator, like: Tensor) -> Tensor | None:
@@ -69,22 +69,15 @@ def solve_gram(op: Operator, rhs: Tensor, r2: float, noise_var: float, iteration
             offset = op(torch.zeros_like(w))
         return r2 * (op(w) - offset) + noise_var * z
 
-    z = torch.zeros_like(rhs)
-    residual = rhs.clone()
-    direction = residual.clone()
-    rs = (residual * residual).sum()
-    tol = 1e-12 * float(rs) + 1e-30
-    for _ in range(iterations):
-        q = apply(direction)
-        step = rs / (direction * q).sum().clamp_min(1e-30)
-        z = z + step * direction
-        residual = residual - step * q
-        rs_new = (residual * residual).sum()
-        if float(rs_new) <= tol:
-            break
-        direction = residual + (rs_new / rs) * direction
-        rs = rs_new
-    return z
+    return conjugate_gradient(apply, rhs, iterations, rtol=1e-12, atol=1e-30)
+
+
+def noise_std(noise: float | NoiseModel | None) -> float:
+    """The measurement noise std sigma_y a rule works with: a number, or a noise model's ``sigma`` (the
+    projection is the Gaussian-likelihood posterior mean; for Rician data that is its Gaussian limit)."""
+    if noise is None:
+        return 0.0
+    return float(noise.sigma) if isinstance(noise, NoiseModel) else float(noise)
 
 
 def posterior_variance(prior_variance: float, alpha: float, sigma: float) -> float:
@@ -99,24 +92,29 @@ class Projection(Conditioning):
         operator: A (linear; ``transpose`` required).
         y: the measurement in A's output space.
         sde: the sampler's SDE (for alpha_t, sigma_t).
-        noise_sigma: measurement noise std sigma_y (model units); 0 gives DDNM's hard projection.
+        noise_sigma: measurement noise std sigma_y (model units), or the noise model (its sigma); 0 gives
+            DDNM's hard projection.
         prior_variance: variance v of the data around the denoiser's estimate, used for r_t^2. Exact for a
             white Gaussian prior; for images the per-voxel variance in model units (about 0.3) works.
     """
 
     def __init__(
-        self, operator: Operator, y: Tensor, sde: SDE, noise_sigma: float = 0.0, prior_variance: float = 0.3
+        self,
+        operator: Operator,
+        y: Tensor,
+        sde: SDE,
+        noise_sigma: float | NoiseModel = 0.0,
+        prior_variance: float = 0.3,
     ) -> None:
         self.operator = operator
         self.y = y
         self.sde = sde
-        self.noise_sigma = float(noise_sigma)
+        self.noise_sigma = noise_std(noise_sigma)
         self.prior_variance = float(prior_variance)
 
     def correct(self, x: Tensor, t: Tensor, pred: Prediction) -> Prediction:
         """E[x0 | x_t, y] from the unconditional prediction, and the eps consistent with it."""
-        t0 = float(t.reshape(-1)[0])
-        alpha_t, sigma_t = (float(c) for c in self.sde.coefficients(torch.tensor(t0, dtype=torch.float64)))
+        alpha_t, sigma_t = self.sde.scalar_coefficients(float(t.reshape(-1)[0]))
         x0 = self.project(pred.x0, posterior_variance(self.prior_variance, alpha_t, sigma_t))
         # Python floats keep x's dtype (a float32 tensor here cost float64 runs 1e-7 of precision).
         return Prediction(eps=(x - alpha_t * x0) / sigma_t, x0=x0)
@@ -204,7 +202,7 @@ class GDP(Conditioning):
         y: Tensor,
         sde: SDE,
         parameters: list[Tensor],
-        noise_sigma: float = 0.0,
+        noise_sigma: float | NoiseModel = 0.0,
         prior_variance: float = 0.3,
         fit_steps: int = 5,
         lr: float = 0.05,
@@ -258,3 +256,10 @@ class GDP(Conditioning):
                 return self.projection.correct(x, t, pred)
 
         return conditioned
+
+
+CONDITIONING: Registry[type[Conditioning]] = Registry("conditioning rule")
+CONDITIONING.register("projection", Projection)
+CONDITIONING.register("replacement", Replacement)
+CONDITIONING.register("dps", DPS)
+CONDITIONING.register("gdp", GDP)

@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from medidiff.errors import ConfigError, InputError
 from medidiff.io.volume import Volume
+from medidiff.registry import Registry
 
 # Daubechies-2 orthonormal low-pass filter (the wavelet scikit-image's estimate_sigma uses). PyWavelets is not
 # a dependency, and skimage.restoration.estimate_sigma needs it; a 4-tap filter is all we use from it.
@@ -115,13 +116,14 @@ class Rician(NoiseModel):
         return nll.sum()
 
 
+NOISE_MODELS: Registry[type[NoiseModel]] = Registry("noise model")
+NOISE_MODELS.register(Gaussian.kind, Gaussian)
+NOISE_MODELS.register(Rician.kind, Rician)
+
+
 def noise_model_from_spec(spec: dict[str, object]) -> NoiseModel:
     """Build a noise model from ``{"type": "gaussian"|"rician", "sigma": float}``."""
-    kinds: dict[str, type[NoiseModel]] = {"gaussian": Gaussian, "rician": Rician}
-    kind = str(spec.get("type", ""))
-    if kind not in kinds:
-        raise ConfigError(f"unknown noise model {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind](float(spec["sigma"]))  # type: ignore[arg-type]
+    return NOISE_MODELS.build(str(spec.get("type", "")), float(spec["sigma"]))  # type: ignore[arg-type,no-any-return]
 
 
 # --- Rician bias correction -------------------------------------------------------------------------------

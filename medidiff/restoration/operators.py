@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from medidiff.errors import ConfigError
+from medidiff.registry import Registry
+from medidiff.restoration.cg import conjugate_gradient
 from medidiff.restoration.profile import PADDINGS as _PADDINGS
 from medidiff.restoration.profile import profile_adjoint, profile_forward
 
@@ -44,9 +46,14 @@ def _to_list(value: torch.Tensor) -> Any:
 
 
 class Operator(torch.nn.Module):
-    """A degradation ``y = A(x)``, x: (B, C, I, J, K). Subclasses set ``kind`` and implement ``forward``."""
+    """A degradation ``y = A(x)``, x: (B, C, I, J, K). Subclasses set ``kind`` and implement ``forward``.
+
+    ``pointwise`` is True when A's linear part is diagonal (one factor per voxel): the projection's solve is
+    then exact and pointwise (:func:`medidiff.restoration.conditioning.solve_gram`).
+    """
 
     kind: str = ""
+    pointwise: bool = False
 
     def transpose(self, y: torch.Tensor) -> torch.Tensor:
         """Adjoint of the (linear part of the) operator: ``<A x, y> = <x, A^T y>``."""
@@ -65,6 +72,7 @@ class Identity(Operator):
     """``A = I``."""
 
     kind = "identity"
+    pointwise = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -85,6 +93,7 @@ class Mask(Operator):
     """
 
     kind = "mask"
+    pointwise = True
 
     def __init__(self, known: torch.Tensor) -> None:
         super().__init__()
@@ -277,6 +286,7 @@ class BiasField(Operator):
     """
 
     kind = "bias"
+    pointwise = True
 
     def __init__(self, degree: int = 3, coefficients: Sequence[float] | torch.Tensor | None = None) -> None:
         super().__init__()
@@ -317,6 +327,7 @@ class IntensityAffine(Operator):
     """``A x = scale * x + offset``; ``transpose`` is the adjoint of the linear part (``scale * y``)."""
 
     kind = "intensity"
+    pointwise = True
 
     def __init__(self, scale: float | torch.Tensor = 1.0, offset: float | torch.Tensor = 0.0) -> None:
         super().__init__()
@@ -334,6 +345,33 @@ class IntensityAffine(Operator):
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.kind, "scale": float(self.scale), "offset": float(self.offset)}
+
+
+class Shifted(Operator):
+    """``A(x) = inner(x + offset) - offset``: a multiplicative degradation of intensities that are 0 in air,
+    acting on model units where air is ``-offset``. ``transpose`` is that of the linear part (inner's)."""
+
+    kind = "shifted"
+
+    def __init__(self, inner: Operator, offset: float) -> None:
+        super().__init__()
+        self.inner = inner
+        self.offset = float(offset)
+        # The shift keeps a pointwise inner operator pointwise (the projection's exact solve applies).
+        self.pointwise = bool(inner.pointwise)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + self.offset) - self.offset
+
+    def transpose(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inner.transpose(y)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """``inner.pinv(y + offset) - offset``: a right inverse whenever inner's is."""
+        return self.inner.pinv(y + self.offset) - self.offset
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": self.kind, "offset": self.offset, "inner": self.inner.spec()}
 
 
 class Compose(Operator):
@@ -367,27 +405,16 @@ class Compose(Operator):
 
 def conjugate_gradient_pinv(op: Operator, y: torch.Tensor, damping: float, iterations: int) -> torch.Tensor:
     """Solve ``(A^T A + damping I) x = A^T y`` by conjugate gradients (batch treated as one system)."""
-    rhs = op.transpose(y)
-    x = torch.zeros_like(rhs)
-    residual = rhs.clone()
-    direction = residual.clone()
-    rs = (residual * residual).sum()
-    for _ in range(iterations):
-        normal = op.transpose(op(direction)) + damping * direction
-        alpha = rs / (direction * normal).sum().clamp_min(torch.finfo(rs.dtype).tiny)
-        x = x + alpha * direction
-        residual = residual - alpha * normal
-        rs_new = (residual * residual).sum()
-        if bool(rs_new.detach() <= 1e-20 * (rhs * rhs).sum().detach()):
-            break
-        direction = residual + (rs_new / rs) * direction
-        rs = rs_new
-    return x
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return op.transpose(op(v)) + damping * v
+
+    return conjugate_gradient(normal, op.transpose(y), iterations, rtol=1e-20)
 
 
-_REGISTRY: dict[str, type[Operator]] = {
-    cls.kind: cls for cls in (Identity, Mask, GaussianBlur, SliceProfile, BiasField, IntensityAffine, Compose)
-}
+OPERATORS: Registry[type[Operator]] = Registry("operator type")
+for _cls in (Identity, Mask, GaussianBlur, SliceProfile, BiasField, IntensityAffine, Shifted, Compose):
+    OPERATORS.register(_cls.kind, _cls)
 
 
 def operator_from_spec(spec: dict[str, Any], known: torch.Tensor | None = None) -> Operator:
@@ -400,17 +427,18 @@ def operator_from_spec(spec: dict[str, Any], known: torch.Tensor | None = None) 
     Returns:
         The operator.
     """
-    kind = spec.get("type")
-    if kind not in _REGISTRY:
-        raise ConfigError(f"unknown operator type {kind!r}; expected one of {sorted(_REGISTRY)}")
+    kind = str(spec.get("type"))
+    OPERATORS.canonical(kind)  # unknown types: one clear error listing the known ones
     args = {key: value for key, value in spec.items() if key != "type"}
     try:
         if kind == "compose":
             return Compose([operator_from_spec(part, known) for part in args["operators"]])
+        if kind == "shifted":
+            return Shifted(operator_from_spec(args["inner"], known), args["offset"])
         if kind == "mask":
             if known is None:
                 raise ConfigError("a mask operator needs its mask (known=...)")
             return Mask(known)
-        return _REGISTRY[kind](**args)
+        return OPERATORS.get(kind)(**args)
     except (TypeError, KeyError) as exc:
         raise ConfigError(f"invalid {kind} operator spec {spec}: {exc}") from None

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from medidiff.diffusion.sde import SDE
-from medidiff.errors import ConfigError
+from medidiff.registry import Registry
 from medidiff.samplers.ancestral import DDIMSampler, DDPMSampler
 from medidiff.samplers.base import (
     Conditioning,
@@ -24,24 +23,14 @@ from medidiff.samplers.base import (
 from medidiff.samplers.ode import DPMSolverPP2MSampler, HeunSampler
 from medidiff.samplers.pc import EulerMaruyamaSampler, PCSampler
 
-SAMPLERS: dict[str, type[Sampler]] = {
-    cls.name: cls
-    for cls in (DDPMSampler, DDIMSampler, EulerMaruyamaSampler, PCSampler, HeunSampler, DPMSolverPP2MSampler)
-}
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+for _cls in (DDPMSampler, DDIMSampler, EulerMaruyamaSampler, PCSampler, HeunSampler, DPMSolverPP2MSampler):
+    SAMPLERS.register(_cls.name, _cls)
 
 
 def get_sampler(name: str, sde: SDE, steps: int, **settings: Any) -> Sampler:
     """Build the sampler called ``name`` with its ``settings`` (unknown names and settings: ConfigError)."""
-    cls = SAMPLERS.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown sampler {name!r} (expected one of {', '.join(SAMPLERS)})")
-    allowed = set(inspect.signature(cls.__init__).parameters) - {"self", "sde", "steps"}
-    unknown = sorted(set(settings) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"sampler {name!r} has no setting {', '.join(unknown)} (it takes {', '.join(sorted(allowed))})"
-        )
-    return cls(sde, steps, **settings)
+    return SAMPLERS.build(name, sde, steps, **settings)  # type: ignore[no-any-return]
 
 
 __all__ = [

@@ -20,13 +20,13 @@ from torch import Tensor
 from medidiff.diffusion.predictions import Prediction
 from medidiff.diffusion.sde import SDE
 from medidiff.errors import ConfigError
-from medidiff.samplers.base import Denoiser, Memory, Sampler, randn_like, scalar_coefficients
+from medidiff.samplers.base import Denoiser, Memory, Sampler, randn_like
 
 
 def posterior_terms(sde: SDE, t: float, t_next: float) -> tuple[float, float, float]:
     """Coefficients of q(x_{t_next} | x_t, x_0): (coef of x_t, coef of x_0, variance)."""
-    a_t, s_t = scalar_coefficients(sde, t)
-    a_n, s_n = scalar_coefficients(sde, t_next)
+    a_t, s_t = sde.scalar_coefficients(t)
+    a_n, s_n = sde.scalar_coefficients(t_next)
     ratio = a_t / a_n
     v = max(s_t**2 - (ratio * s_n) ** 2, 0.0)  # variance of x_t given x_{t_next}
     return ratio * s_n**2 / s_t**2, a_n * v / s_t**2, v * s_n**2 / s_t**2
@@ -87,7 +87,7 @@ class DDIMSampler(Sampler):
         generator: torch.Generator | None,
         memory: Memory,
     ) -> tuple[Tensor, Memory]:
-        a_n, s_n = scalar_coefficients(self.sde, t_next)
+        a_n, s_n = self.sde.scalar_coefficients(t_next)
         c = self.eta * posterior_terms(self.sde, t, t_next)[2] ** 0.5
         x_next = a_n * pred.x0 + max(s_n**2 - c**2, 0.0) ** 0.5 * pred.eps
         if c > 0:

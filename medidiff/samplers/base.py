@@ -101,12 +101,6 @@ class Conditioning:
         return 1
 
 
-def scalar_coefficients(sde: SDE, t: float) -> tuple[float, float]:
-    """(alpha(t), sigma(t)) as Python floats, computed in float64."""
-    alpha, sigma = sde.coefficients(torch.tensor(float(t), dtype=torch.float64))
-    return float(alpha), float(sigma)
-
-
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """Standard normal noise like x.
 
@@ -124,8 +118,8 @@ def renoise(sde: SDE, x: Tensor, t_from: float, t_to: float, generator: torch.Ge
     ``x_to = (a_to / a_from) x + sqrt(s_to^2 - (a_to / a_from)^2 s_from^2) z``; with ``t_from = 0`` this is
     ``alpha x_0 + sigma z`` (diffusing clean data, e.g. to start a restoration at t*).
     """
-    a_from, s_from = scalar_coefficients(sde, t_from) if t_from > 0 else (1.0, 0.0)
-    a_to, s_to = scalar_coefficients(sde, t_to)
+    a_from, s_from = sde.scalar_coefficients(t_from) if t_from > 0 else (1.0, 0.0)
+    a_to, s_to = sde.scalar_coefficients(t_to)
     ratio = a_to / a_from
     std = max(s_to**2 - (ratio * s_from) ** 2, 0.0) ** 0.5
     return ratio * x + std * randn_like(x, generator)

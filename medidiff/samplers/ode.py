@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from medidiff.diffusion.predictions import Prediction
-from medidiff.samplers.base import Denoiser, Memory, Sampler, scalar_coefficients
+from medidiff.samplers.base import Denoiser, Memory, Sampler
 
 
 class HeunSampler(Sampler):
@@ -37,8 +37,8 @@ class HeunSampler(Sampler):
         generator: torch.Generator | None,
         memory: Memory,
     ) -> tuple[Tensor, Memory]:
-        a_t, s_t = scalar_coefficients(self.sde, t)
-        a_n, s_n = scalar_coefficients(self.sde, t_next)
+        a_t, s_t = self.sde.scalar_coefficients(t)
+        a_n, s_n = self.sde.scalar_coefficients(t_next)
         dr = s_n / a_n - s_t / a_t
         y = x / a_t
         x_euler = a_n * (y + dr * pred.eps)
@@ -62,8 +62,8 @@ class DPMSolverPP2MSampler(Sampler):
         generator: torch.Generator | None,
         memory: Memory,
     ) -> tuple[Tensor, Memory]:
-        a_t, s_t = scalar_coefficients(self.sde, t)
-        a_n, s_n = scalar_coefficients(self.sde, t_next)
+        a_t, s_t = self.sde.scalar_coefficients(t)
+        a_n, s_n = self.sde.scalar_coefficients(t_next)
         lam_t, lam_n = math.log(a_t / s_t), math.log(a_n / s_n)
         h = lam_n - lam_t
         data = pred.x0

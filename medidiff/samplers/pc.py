@@ -24,7 +24,7 @@ from torch import Tensor
 from medidiff.diffusion.predictions import Prediction
 from medidiff.diffusion.sde import SDE
 from medidiff.errors import ConfigError
-from medidiff.samplers.base import Denoiser, Memory, Sampler, randn_like, scalar_coefficients
+from medidiff.samplers.base import Denoiser, Memory, Sampler, randn_like
 
 PREDICTORS: tuple[str, ...] = ("reverse_diffusion", "euler_maruyama", "none")
 CORRECTORS: tuple[str, ...] = ("langevin", "none")
@@ -46,14 +46,14 @@ def predict(
     """One predictor move of x from t to t_next, given ``pred = denoiser(x, t)``."""
     if kind == "none":
         return x
-    a_t, s_t = scalar_coefficients(sde, t)
+    a_t, s_t = sde.scalar_coefficients(t)
     score = _score(pred, s_t)
     if kind == "euler_maruyama":
         t64 = torch.tensor(t, dtype=torch.float64)
         f, g = float(sde.drift_coefficient(t64)), float(sde.diffusion(t64))
         dt = t_next - t
         return x + (f * x - g**2 * score) * dt + g * (-dt) ** 0.5 * randn_like(x, generator)
-    a_n, s_n = scalar_coefficients(sde, t_next)
+    a_n, s_n = sde.scalar_coefficients(t_next)
     m = a_t / a_n
     v = max(s_t**2 - (m * s_n) ** 2, 0.0)
     return (2 - m) * x + v * score + v**0.5 * randn_like(x, generator)
@@ -143,7 +143,7 @@ class PCSampler(Sampler):
         memory: Memory,
     ) -> tuple[Tensor, Memory]:
         if self.corrector_steps:
-            _, s_t = scalar_coefficients(self.sde, t)
+            _, s_t = self.sde.scalar_coefficients(t)
             x = langevin_correct(denoiser, x, pred, t, s_t, self.snr, self.corrector_steps, generator)
             if self.predictor != "none":
                 pred = self.evaluate(denoiser, x, t)

@@ -30,7 +30,7 @@ from monai.transforms import (
     RandRotate90d,
 )
 
-from medidiff.transforms import Normalizer
+from medidiff.normalize import Normalizer
 
 
 @dataclass

@@ -103,7 +103,7 @@ def _commands(f: dict[str, Path]) -> dict[str, list[str]]:
             *model,
         ],
         "slices": [
-            *(str(f["thick"]), "--task", "restore", "--degradation", "slices", "--target-spacing", "2"),
+            *(str(f["thick"]), "--task", "restore", "--degradation", "thick-slices", "--target-spacing", "2"),
             *("--steps", "2", "--params-out", "params.json", *model),
         ],
     }
@@ -225,8 +225,8 @@ def test_thick_slices_come_back_at_the_target_spacing_with_params(
     coarse = thick_affine @ np.stack([np.zeros(12), np.zeros(12), np.arange(12.0), np.ones(12)])
     np.testing.assert_allclose(fine[:3].reshape(3, 12, 3).mean(axis=2), coarse[:3], atol=1e-4)
     params = json.loads((files["root"] / "params.json").read_text())
-    assert set(params) == {"slices"}
-    spec = params["slices"]
+    assert set(params) == {"thick-slices"}
+    spec = params["thick-slices"]
     assert spec["type"] == "slice_profile" and spec["axis"] == 2 and spec["factor"] == 3
     assert 0.3 <= spec["sigma"] <= 6.0
     assert isinstance(operator_from_spec(spec), SliceProfile)  # the record replays as an operator
@@ -263,3 +263,30 @@ def test_pickle_suffixes_agree_with_the_loader() -> None:
     from medidiff.nets.checkpoint import PICKLE_SUFFIXES
 
     assert CLI_SUFFIXES == PICKLE_SUFFIXES
+
+
+def test_the_old_spelling_slices_is_accepted_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from medidiff.cli.restore import check_task_options
+
+    args = argparse.Namespace(
+        task="restore",
+        degradation="bias,slices",
+        mask=None,
+        noise="gaussian",
+        sigma="auto",
+        target_spacing=None,
+        fwhm=None,
+        steps=None,
+        samples=None,
+        views=None,
+        uncertainty=None,
+        params_out=None,
+        model="default",
+        quiet=False,
+    )
+    check_task_options(args)
+    assert capsys.readouterr().err.strip() == (
+        "medidiff: note: --degradation slices is a deprecated spelling of thick-slices; use thick-slices"
+    )

@@ -16,6 +16,7 @@ from medidiff.restoration.operators import (
     IntensityAffine,
     Mask,
     Operator,
+    Shifted,
     SliceProfile,
     legendre_terms,
     operator_from_spec,
@@ -225,6 +226,7 @@ def test_specs_round_trip_through_operator_from_spec() -> None:
         IntensityAffine(2.0, 1.0),
         Identity(),
         Compose([GaussianBlur(0.8), Mask(known), IntensityAffine(0.5)]),
+        Shifted(BiasField(1, [0.1, 0.2, -0.1, 0.05]), 1.0),
     ]:
         rebuilt = operator_from_spec(op.spec(), known=known).double()
         assert rebuilt.spec() == op.spec()
@@ -237,3 +239,13 @@ def test_specs_round_trip_through_operator_from_spec() -> None:
         operator_from_spec({"type": "mask"})
     with pytest.raises(ConfigError):
         BiasField(2, [0.0] * 3)
+
+
+def test_shifted_operator_is_pointwise_with_a_right_inverse() -> None:
+    """A bias field on intensities that are 0 in air, acting on model units where air is -1."""
+    x = _x(3)
+    op = Shifted(BiasField(2, [0.1 * i for i in range(10)]).double(), 1.0)
+    assert op.pointwise
+    y = op(x)
+    assert torch.allclose(op(op.pinv(y)), y, atol=1e-10)
+    assert torch.allclose(op.pinv(y), x, atol=1e-10)  # the field is invertible: pinv is the inverse

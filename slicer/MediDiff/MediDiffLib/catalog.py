@@ -144,9 +144,7 @@ def from_registry(tasks_module: Any, version: str) -> Catalog:
             )
         )
     kinds = getattr(tasks_module, "DEGRADATION_KINDS", None)
-    # medidiff.registry.Registry keeps its aliases in a private mapping (old name -> (new name, note)).
-    raw_aliases = getattr(kinds, "_aliases", {}) if kinds is not None else {}
-    aliases = {old: new for old, (new, _note) in raw_aliases.items()}
+    aliases = dict(kinds.aliases()) if kinds is not None else {}  # old spelling -> registered name
     return Catalog(
         version=version,
         tasks=tuple(infos),
