@@ -18,6 +18,13 @@ import pytest
 from helpers import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Compiled OpenVINO networks go to a cache of the test session (inherited by CLI subprocesses), never to the
+# user's ~/.cache; one per session, so the tiny models are exported once and reused across tests.
+if "MEDIDIFF_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["MEDIDIFF_CACHE_DIR"] = tempfile.mkdtemp(prefix="medidiff-test-cache-")
 SAMPLES = REPO / "data_samples"
 
 

@@ -196,14 +196,19 @@ def machine_line(model: str) -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import torch
-
-    from medidiff.nets.model import bf16_is_fast
+    from medidiff.inference.backends import choose_backend, cpu_features
 
     # The vector unit decides the precision (and much of the speed): AVX2-only CPUs run the network in fp32.
-    isa = torch.backends.cpu.get_cpu_capability()
-    precision = "bf16 autocast" if bf16_is_fast("cpu") else "fp32"
-    machine = f"{os.cpu_count()} CPU cores ({cpu}, {isa}; network in {precision})"
+    features = ", ".join(cpu_features()) or "features unknown"
+    if choose_backend("auto", "cpu") == "openvino":
+        from medidiff.inference.openvino_backend import native_precision
+
+        runtime = f"OpenVINO {native_precision()}"
+    else:
+        from medidiff.nets.model import bf16_is_fast
+
+        runtime = f"torch {'bf16 autocast' if bf16_is_fast('cpu') else 'fp32'}"
+    machine = f"{os.cpu_count()} CPU cores ({cpu}; {features}; network in {runtime})"
     machine += f", Python {platform.python_version()}"
     return f"Model {model_description(model)}. {machine}."
 

@@ -70,7 +70,21 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_backend_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def add_backend_option(p: argparse.ArgumentParser) -> None:
+    """``--backend``: the network's runtime (shared by restore, restore-batch and sample)."""
+    from medidiff.inference.backends import BACKENDS
+
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="network runtime: auto (OpenVINO on CPUs, bf16 where the CPU has it; torch on GPUs), torch, "
+        "or openvino (default: auto)",
+    )
 
 
 def register(sub: Any) -> None:
@@ -126,6 +140,15 @@ def check_task_options(args: argparse.Namespace) -> None:
             new = DEGRADATION_KINDS.canonical(kind.strip())
             print(f"medidiff: note: --degradation {kind.strip()} is a {note}; use {new}", file=sys.stderr)
     _check_model_path(args.model)
+    _check_backend(args.backend, args.device)
+
+
+def _check_backend(backend: str, device: str) -> None:
+    """--backend openvino needs the package and a CPU (checked without importing torch)."""
+    from medidiff.inference.backends import choose_backend
+
+    if backend == "openvino":
+        choose_backend(backend, "cuda" if device.startswith("cuda") else "cpu")
 
 
 def _check_model_path(spec: str) -> None:
@@ -155,6 +178,7 @@ def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
         **{name: getattr(options, name) for name in options.__dataclass_fields__},
         "seed": args.seed,
         "device": args.device,
+        "backend": args.backend,
         "progress": not args.quiet,
     }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from medidiff.cli.restore import add_backend_option
+
 SAMPLER_NAMES = ("ddpm", "ddim", "euler_maruyama", "pc", "heun", "dpmpp2m")
 
 
@@ -27,6 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="default", help="default (embedded) or a model path")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
+    add_backend_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(handler=run)
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args, args.output)
     Progress.set_quiet(args.quiet)
     device = resolve_device(args.device)
-    model = get_model(args.model, device)
+    model = get_model(args.model, device, args.backend, quiet=args.quiet)
     generator = torch.Generator().manual_seed(args.seed)
     denoiser = PatchDenoiser(
         model.predict, list(model.patch_size), overlap=0.25, batch_size=2, generator=generator

@@ -25,7 +25,7 @@ from medidiff.normalize import Normalizer
 from medidiff.tasks import TaskOptions, get_spec
 from medidiff.tasks.base import Chains, TaskResult
 
-_MODEL_CACHE: dict[tuple[str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
 
 
 @dataclass
@@ -48,16 +48,31 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def get_model(spec: Any, device: torch.device) -> Any:
-    """Load a model once per (spec, device); an already loaded ``DiffusionModel`` is used as it is."""
+def get_model(spec: Any, device: torch.device, backend: str = "torch", quiet: bool = True) -> Any:
+    """Load a model once per (spec, device, backend); an already loaded ``DiffusionModel`` is used as it is.
+
+    ``backend``: ``torch``, ``openvino`` or ``auto`` (:func:`medidiff.inference.backends.choose_backend`).
+    OpenVINO returns an :class:`~medidiff.inference.openvino_backend.OpenVINOModel` (the same ``predict``).
+    """
+    from medidiff.inference.backends import choose_backend
     from medidiff.nets.checkpoint import load_model
     from medidiff.nets.model import DiffusionModel
 
+    runtime = choose_backend(backend, device.type)
     if isinstance(spec, DiffusionModel):
-        return spec.to(device).eval()
-    key = (str(spec), str(device))
+        model = spec.to(device).eval()
+    else:
+        key = (str(spec), str(device), "torch")
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = load_model(spec, device=device)
+        model = _MODEL_CACHE[key]
+    if runtime == "torch":
+        return model
+    from medidiff.inference.openvino_backend import OpenVINOModel
+
+    key = (str(spec) if not isinstance(spec, DiffusionModel) else f"id:{id(spec)}", str(device), runtime)
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_model(spec, device=device)
+        _MODEL_CACHE[key] = OpenVINOModel(model, quiet=quiet)
     return _MODEL_CACHE[key]
 
 
@@ -77,6 +92,7 @@ def restore(
     views: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    backend: str = "auto",
     window: int | None = None,
     batch_size: int = 2,
     progress: bool | None = None,
@@ -100,6 +116,7 @@ def restore(
             evaluation (default: 2 for denoise, 1 otherwise).
         seed: makes the result reproducible.
         device: ``auto``, ``cpu`` or ``cuda``.
+        backend: the network's runtime: ``auto`` (OpenVINO on CPUs, torch on GPUs), ``torch`` or ``openvino``.
         window: inference window edge (voxels); default: the training patch.
         batch_size: windows per network call (bounds memory).
         progress: show progress (default: unless quiet).
@@ -119,7 +136,7 @@ def restore(
     job.check(vol)  # the task's own inputs, before the model is loaded
     start = time.perf_counter()
     dev = resolve_device(device)
-    net = get_model(model, dev)
+    net = get_model(model, dev, backend, quiet=progress is False)
     generator = torch.Generator().manual_seed(int(seed))
     torch.manual_seed(int(seed))
     norm = Normalizer(**net.config.get("normalization", {})).fit(vol.data)
@@ -127,6 +144,7 @@ def restore(
     chains = Chains(steps or spec.defaults.steps, spec.samples(samples), generator)
     name = model if isinstance(model, str) else str(net.config.get("source", type(net).__name__))
     info: dict[str, Any] = {"task": spec.name, "model": name, "seed": seed, "device": str(dev)}
+    info["backend"] = f"openvino ({net.precision})" if getattr(net, "backend", "") == "openvino" else "torch"
     info["views"] = spec.views(views)
     with torch.no_grad(), Progress(1, spec.name, quiet=None if progress is None else not progress) as bar:
         problem = job.prepare(vol, norm, dev, patch)

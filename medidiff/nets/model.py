@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -134,7 +134,15 @@ class DiffusionModel(nn.Module):
 
     def predict(self, x: Tensor, t: Tensor) -> Prediction:
         """The Denoiser interface: eps and x0 estimates for x_t (B, 1, I, J, K) at t (B,)."""
-        t = t.to(dtype=torch.float64, device=x.device).reshape(-1).expand(x.shape[0])
-        alpha, sigma = self.sde.coefficients(t)
-        raw = self(x, t)
-        return split_prediction(raw, x, alpha.float(), sigma.float(), self.prediction_type)
+        return predict_with(self, self.sde, self.prediction_type, x, t)
+
+
+def predict_with(
+    network: Callable[[Tensor, Tensor], Tensor], sde: SDE, prediction_type: str, x: Tensor, t: Tensor
+) -> Prediction:
+    """eps and x0 for x_t (B, 1, I, J, K) at t (B,) from ``network(x, t) -> raw output like x`` (any
+    runtime: the torch module, or its OpenVINO compilation)."""
+    t = t.to(dtype=torch.float64, device=x.device).reshape(-1).expand(x.shape[0])
+    alpha, sigma = sde.coefficients(t)
+    raw = network(x, t)
+    return split_prediction(raw, x, alpha.float(), sigma.float(), prediction_type)

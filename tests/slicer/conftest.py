@@ -20,6 +20,19 @@ if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # slicer_standins
 
 
+@pytest.fixture(autouse=True)
+def _keep_medidiff_modules() -> Iterator[None]:
+    """After an install the module drops medidiff's modules from sys.modules (to import the new version);
+    in this test process that would leave the other tests holding classes of a forgotten module (an
+    ``except ConfigError`` no longer catching the ConfigError raised); they are put back after each test."""
+    kept = {name: module for name, module in sys.modules.items() if name.split(".")[0] == "medidiff"}
+    yield
+    for name in [n for n in sys.modules if n.split(".")[0] == "medidiff"]:
+        if name not in kept:
+            del sys.modules[name]
+    sys.modules.update(kept)
+
+
 @pytest.fixture
 def module_dir() -> Path:
     """The scripted module's folder: ``slicer/MediDiff``."""

@@ -19,7 +19,7 @@ from medidiff.errors import ConfigError
 
 base = dict(task="denoise", views=None, samples=None, uncertainty=None, params_out=None, model="default",
             mask=None, degradation=None, noise="gaussian", sigma="auto", target_spacing=None, fwhm=None,
-            steps=None, quiet=True)
+            steps=None, quiet=True, backend="auto", device="auto")
 for change in ({"views": 9}, {"views": 0}, {"uncertainty": "std.nii.gz"}, {"task": "restore", "samples": 1,
                                                                        "uncertainty": "std.nii.gz",
                                                                        "degradation": "bias"}):
@@ -97,4 +97,4 @@ def test_every_spec_names_a_task_class_of_its_own_name() -> None:
 def test_the_patch_path_uses_these_views() -> None:
     from medidiff.inference import patches
 
-    assert patches.FLIPS is FLIPS
+    assert patches.FLIPS == FLIPS
