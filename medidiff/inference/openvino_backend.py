@@ -13,6 +13,11 @@
 * **Precision per CPU**: bf16 where the CPU has native bf16 kernels (OpenVINO's ``OPTIMIZATION_CAPABILITIES``
   lists ``BF16``: AVX-512 bf16 or AMX), else f32. No int8: post-training quantization would have to be
   shown to cost at most 0.05 dB on every task first, and was not.
+* **Several processes at once** (a cohort run in parallel, the CLI tests) share the cache: export and
+  compilation hold an exclusive file lock per model digest (``.lock`` next to the IR), so one process writes
+  the IR and the blob and the others read them. OpenVINO writes its blob in place and does not expect a
+  second writer; without the lock a parallel run failed with "cannot set permissions". Should the cache
+  still be unwritable, the network is compiled without it (slower start, same result).
 * **Determinism**: the same input gives the same output (the CPU plugin's kernels are deterministic for a
   given shape and thread count), so ``--seed`` reproduces a run.
 """
@@ -24,7 +29,8 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +53,23 @@ def cache_dir() -> Path:
         return Path(os.environ["MEDIDIFF_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "medidiff"
+
+
+@contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder/.lock`` across processes (a no-op where fcntl is missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: OpenVINO's blob write is then unguarded across processes
+        yield
+        return
+    with open(folder / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def import_openvino() -> Any:
@@ -175,8 +198,9 @@ class OpenVINOModel:
         self.threads = int(threads or torch.get_num_threads())
         self.digest = model_digest(model)
         self.ir = cache_dir() / "openvino" / self.digest / "unet.xml"
-        if not self.ir.is_file():
-            export_ir(model, self.ir, quiet=quiet)
+        with cache_lock(self.ir.parent):
+            if not self.ir.is_file():
+                export_ir(model, self.ir, quiet=quiet)
         self._compiled: dict[tuple[int, ...], Any] = {}
 
     def _compiled_for(self, spatial: Sequence[int]) -> Any:
@@ -186,12 +210,13 @@ class OpenVINOModel:
             runtime = core()
             ir = runtime.read_model(str(self.ir))
             ir.reshape({0: ov.PartialShape([-1, 1, *key]), 1: ov.PartialShape([-1])})
-            settings = {
-                "INFERENCE_PRECISION_HINT": self.precision,
-                "INFERENCE_NUM_THREADS": self.threads,
-                "CACHE_DIR": str(self.ir.parent / "compiled"),
-            }
-            self._compiled[key] = runtime.compile_model(ir, "CPU", settings)
+            settings = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": self.threads}
+            try:
+                with cache_lock(self.ir.parent):
+                    cached = {**settings, "CACHE_DIR": str(self.ir.parent / "compiled")}
+                    self._compiled[key] = runtime.compile_model(ir, "CPU", cached)
+            except (RuntimeError, OSError):  # an unwritable or damaged cache: compile without it
+                self._compiled[key] = runtime.compile_model(ir, "CPU", settings)
         return self._compiled[key]
 
     def network_output(self, x: Tensor, t: Tensor) -> Tensor:
