@@ -25,3 +25,7 @@ class ModelError(MedidiffError):
 
 class ConfigError(MedidiffError):
     """An option or configuration value is invalid."""
+
+
+class ConsistencyError(MedidiffError):
+    """Under ``--strict``: the restoration failed its consistency check (it may be worse than the input)."""

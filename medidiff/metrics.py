@@ -299,3 +299,29 @@ def compute_metrics(
         "voxels": int(inside.sum()) if inside is not None else int(np.prod(np.shape(_array(reference, "r")))),
         "mask": kind,
     }
+
+
+def calibration(
+    reference: ArrayOrVolume, estimate: ArrayOrVolume, std: ArrayOrVolume, mask: np.ndarray | None = None
+) -> dict[str, float]:
+    """How well an uncertainty map ``std`` describes the error ``estimate - reference`` over ``mask``.
+
+    Returns:
+        ``coverage_1``, ``coverage_2``, ``coverage_3``: the fraction of voxels whose error is within 1, 2
+        and 3 std (a calibrated Gaussian spread gives 0.683, 0.954, 0.997); ``std_error_corr``: the Pearson
+        correlation between std and |error| (how well the map ranks the voxels); ``mean_abs_error`` and
+        ``mean_std``.
+    """
+    ref = _array(reference, "reference").astype(np.float64)
+    est = _array(estimate, "estimate").astype(np.float64)
+    spread = _array(std, "std").astype(np.float64)
+    check_same_grid(ref, est)
+    check_same_grid(ref, spread, ("reference", "std"))
+    region = np.ones(ref.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    error = np.abs(est - ref)[region]
+    s = spread[region]
+    if error.size < 2:
+        raise InputError("calibration needs at least two voxels in the region")
+    corr = float(np.corrcoef(s, error)[0, 1]) if s.std() > 0 and error.std() > 0 else float("nan")
+    out = {f"coverage_{k}": float(np.mean(error <= k * s)) for k in (1, 2, 3)}
+    return {**out, "std_error_corr": corr, "mean_abs_error": float(error.mean()), "mean_std": float(s.mean())}

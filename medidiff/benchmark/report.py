@@ -32,6 +32,10 @@ COLUMNS = (
     "psnr_region",
     "region",
     "psnr_fit",
+    "coverage_1",
+    "coverage_2",
+    "coverage_3",
+    "std_error_corr",
     "seconds",
     "network_evaluations",
     "peak_rss_mib",
@@ -39,7 +43,8 @@ COLUMNS = (
     "error",
 )
 _METRIC_NAMES = {"psnr": "PSNR", "ssim": "SSIM", "psnr_region": "PSNR region", "psnr_fit": "PSNR fit"}
-_FLOAT_COLUMNS = ("psnr", "ssim", "psnr_region", "psnr_fit", "seconds", "peak_rss_mib")
+CALIBRATION_COLUMNS = ("coverage_1", "coverage_2", "coverage_3", "std_error_corr")
+_FLOAT_COLUMNS = ("psnr", "ssim", "psnr_region", "psnr_fit", *CALIBRATION_COLUMNS, "seconds", "peak_rss_mib")
 
 
 def _number(value: Any, digits: int) -> str:
@@ -128,6 +133,27 @@ def markdown_table(rows: list[dict[str, Any]], montage_links: dict[str, str] | N
                 ]
             lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+def calibration_table(rows: list[dict[str, Any]]) -> str:
+    """The uncertainty maps' calibration (methods that report a spread), or "" when none does."""
+    scored = [r for r in rows if r.get("coverage_2") is not None and not r.get("error")]
+    if not scored:
+        return ""
+    lines = [
+        "| case | method | within ±1 std | within ±2 std | within ±3 std | corr(std, abs error) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in scored:
+        cover = [f"{100 * r[f'coverage_{k}']:.1f}%" for k in (1, 2, 3)]
+        corr = _number(r.get("std_error_corr"), 2)
+        name = f"{r['label'] or r['volume']}: {r['degradation']}"
+        lines.append(f"| {name} | {r['method']} | " + " | ".join(cover) + f" | {corr} |")
+    note = (
+        "Over the scored region (missing voxels, else the foreground); a calibrated Gaussian spread covers "
+        "68.3% / 95.4% / 99.7%."
+    )
+    return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def check_targets(config: BenchConfig, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -220,6 +246,9 @@ def write_tables(config: BenchConfig, rows: list[dict[str, Any]], out: Path, mod
     links = {r["case"]: f"montages/{r['case']}.png" for r in rows}
     checks = check_targets(config, rows)
     text = f"# {config.title or config.name}\n\n{machine_line(model)}\n\n" + markdown_table(rows, links)
+    calibrated = calibration_table(rows)
+    if calibrated:
+        text += "\n## Uncertainty calibration\n\n" + calibrated
     if checks:
         text += "\n## Targets\n\n" + targets_table(checks)
     with atomic_path(out / "results.csv") as tmp:

@@ -28,6 +28,7 @@ import numpy as np
 
 from medidiff.benchmark.cases import CaseData, load_saved_case, prepare_case, save_case, saved_digest
 from medidiff.benchmark.config import BenchConfig, Case
+from medidiff.benchmark.report import CALIBRATION_COLUMNS
 from medidiff.benchmark.worker import OUTPUT_NAME, RESULT_NAME, UNCERTAINTY_NAME, execute
 from medidiff.errors import ConfigError, MedidiffError
 
@@ -119,11 +120,13 @@ def _run_subprocess(job: dict[str, Any], folder: Path, threads: int) -> dict[str
     return record
 
 
-def _score(data: CaseData, case: Case, output: np.ndarray, foreground: np.ndarray) -> dict[str, Any]:
+def _score(
+    data: CaseData, case: Case, output: np.ndarray, foreground: np.ndarray, std: np.ndarray | None = None
+) -> dict[str, Any]:
     from medidiff.benchmark.scoring import score
 
     region = {"foreground": foreground, "missing": data.missing, "none": None}[case.degradation.region]
-    return score(data.reference.data, output, region, foreground, scale=case.degradation.scale_fit)
+    return score(data.reference.data, output, region, foreground, scale=case.degradation.scale_fit, std=std)
 
 
 def _row(case: Case, method: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +144,7 @@ def _row(case: Case, method: str, record: dict[str, Any]) -> dict[str, Any]:
         "psnr_region": metrics.get("psnr_region"),
         "region": case.degradation.region,
         "psnr_fit": metrics.get("psnr_fit"),
+        **{key: metrics.get(key) for key in CALIBRATION_COLUMNS},
         "seconds": record.get("seconds"),
         "network_evaluations": record.get("network_evaluations"),
         "peak_rss_mib": record.get("peak_rss_mib"),
@@ -240,7 +244,9 @@ def run_case(
                     if method == INPUT
                     else _read(folder / OUTPUT_NAME.format(method=method))
                 )
-                record["metrics"] = _score(data, case, output, foreground)
+                std_path = folder / UNCERTAINTY_NAME.format(method=method)
+                std = _read(std_path) if record.get("has_uncertainty") and std_path.exists() else None
+                record["metrics"] = _score(data, case, output, foreground, std)
                 summary.ran += method != INPUT
             except MedidiffError as exc:
                 record = {"method": method, "error": str(exc)}

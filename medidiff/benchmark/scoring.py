@@ -60,6 +60,7 @@ def score(
     region: np.ndarray | None,
     foreground: np.ndarray,
     scale: bool = False,
+    std: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """All benchmark scores of ``test``.
 
@@ -69,16 +70,24 @@ def score(
         region: (I, J, K) bool region of ``psnr_region`` (None: no such score).
         foreground: (I, J, K) bool foreground of the reference (the scale fit's region).
         scale: also compute ``psnr_fit``.
+        std: (I, J, K) the method's uncertainty map, or None; its calibration is scored over the region
+            (the foreground when there is none): :func:`medidiff.metrics.calibration`.
 
     Returns:
-        ``{"psnr", "ssim", "psnr_region", "psnr_fit", "data_range"}`` (absent scores are None).
+        ``{"psnr", "ssim", "psnr_region", "psnr_fit", "data_range"}`` (absent scores are None), and with
+        ``std`` the calibration's ``coverage_1/2/3`` and ``std_error_corr``.
     """
-    from medidiff.metrics import psnr, ssim
+    from medidiff.metrics import calibration, psnr, ssim
 
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(test, dtype=np.float64)
     peak = float(ref.max() - ref.min())
+    calibrated: dict[str, Any] = {}
+    if std is not None:
+        where = foreground if region is None else region
+        calibrated = calibration(ref, out, std, where)
     return {
+        **calibrated,
         "psnr": psnr(ref, out, data_range=peak),
         "ssim": ssim(ref, out, data_range=peak),
         "psnr_region": None if region is None else psnr(ref, out, mask=region, data_range=peak),

@@ -71,6 +71,12 @@ def add_restore_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     add_backend_option(p)
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with code 2 and write nothing when the result fails its consistency check (what was "
+        "removed does not look like the noise assumed); by default it is written with a warning",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -179,8 +185,19 @@ def task_kwargs(args: argparse.Namespace, mask: Any) -> dict[str, Any]:
         "seed": args.seed,
         "device": args.device,
         "backend": args.backend,
+        "strict": args.strict,
         "progress": not args.quiet,
     }
+
+
+def report_notes(info: dict[str, Any]) -> None:
+    """The result's notes and warnings, one line each on stderr (also under --quiet: not progress)."""
+    import sys
+
+    for note in info.get("notes", []):
+        print(f"medidiff: note: {note}", file=sys.stderr)
+    for warning in info.get("warnings", []):
+        print(f"medidiff: warning: {warning}", file=sys.stderr)
 
 
 def _check_json_output(path: str, overwrite: bool, taken: list[str]) -> None:
@@ -222,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
     volume = read_input(args, args.input)
     mask = read_volume(args.mask) if args.mask else None
     result = restore(volume, full_result=True, **task_kwargs(args, mask))
+    report_notes(result.info)
     write_output(args, result.volume, args.output, reference=volume)
     if args.uncertainty and result.uncertainty is not None:
         args_float = argparse.Namespace(**{**vars(args), "dtype": "float32"})

@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
         "NIfTI/NRRD/MHA file or DICOM series directory is a case) or a manifest CSV with columns input, "
         "output (optional, relative to OUTDIR) and mask (optional); input and mask paths are relative to "
         "the CSV's folder. Cases whose output exists are skipped, so re-running resumes an interrupted "
-        "run. OUTDIR/status.csv lists each case as ok, skipped or error. Cases are split across "
+        "run. OUTDIR/status.csv lists each case as ok, warning (written; its consistency check failed), "
+        "skipped or error. Cases are split across "
         "--workers local processes, and across ranks under `torchrun --nproc_per_node N -m medidiff "
         "restore-batch ...`. Exit code 2 when any case failed.",
     )
@@ -92,11 +93,19 @@ def run(args: argparse.Namespace) -> int:
     statuses = restore_cohort(cases, job, outdir, workers=args.workers, progress=not args.quiet)
     if statuses is None:  # a torchrun rank other than 0: rank 0 reports for the whole cohort
         return 0
-    counts = {name: sum(s.status == name for s in statuses) for name in ("ok", "skipped", "error")}
+    counts = {name: sum(s.status == name for s in statuses) for name in ("ok", "warning", "skipped", "error")}
     if not args.quiet:
+        warned = f", {counts['warning']} with a warning" if counts["warning"] else ""
         print(
-            f"restore-batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['error']} failed of "
-            f"{len(statuses)} cases in {time.perf_counter() - start:.1f} s; status: {outdir / 'status.csv'}"
+            f"restore-batch: {counts['ok']} ok{warned}, {counts['skipped']} skipped, {counts['error']} "
+            f"failed of {len(statuses)} cases in {time.perf_counter() - start:.1f} s; "
+            f"status: {outdir / 'status.csv'}"
+        )
+    if counts["warning"]:
+        print(
+            f"medidiff: warning: {counts['warning']} of {len(statuses)} results failed their consistency "
+            f"check (status 'warning'); see {outdir / 'status.csv'}",
+            file=sys.stderr,
         )
     if counts["error"]:
         first = next(s for s in statuses if s.status == "error")

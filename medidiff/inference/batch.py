@@ -8,7 +8,8 @@ options and seed, so a case's result does not depend on which rank or worker res
   leaves whole outputs or none, and re-running the command finishes the rest.
 - **Isolated.** A failing case (unreadable file, bad geometry, even a worker process that dies) is recorded
   as an error and the cohort goes on.
-- **Status.** ``OUTDIR/status.csv`` lists every case (case, input, output, status ok/skipped/error, message,
+- **Status.** ``OUTDIR/status.csv`` lists every case (case, input, output, status ok/warning/skipped/error,
+  message (notes and consistency warnings included),
   seconds), rewritten atomically as results arrive. Under torchrun each rank writes its own part
   (``OUTDIR/.status/rank-NNNNN.csv``) and rank 0 merges them once all ranks are done.
 
@@ -35,7 +36,7 @@ from medidiff.fsutil import atomic_path
 from medidiff.io.paths import METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, NRRD_SUFFIXES, image_suffix
 
 OUTPUT_FORMATS = ("same", "nii.gz", "nii", "nrrd", "mha", "dicom")
-STATUSES = ("ok", "skipped", "error")
+STATUSES = ("ok", "warning", "skipped", "error")
 # Detached-header inputs are written as their single-file equivalents (atomic writes need one file).
 _SAME_SUFFIX = {
     ".nii.gz": ".nii.gz",
@@ -215,7 +216,11 @@ def restore_case(case: Case, job: BatchJob) -> CaseStatus:
         write_volume(result.volume, case.output, overwrite=job.overwrite, dtype=job.dtype, input_path=inputs)
         info = result.info
         parts = [str(info.get("task", "")), *([f"sigma {info['sigma']:.4g}"] if "sigma" in info else [])]
-        status.message = "; ".join(p for p in parts if p)
+        parts += [f"note: {n}" for n in info.get("notes", [])]
+        parts += [f"warning: {w}" for w in info.get("warnings", [])]
+        if info.get("warnings"):
+            status.status = "warning"  # written, but its consistency check failed: look at it
+        status.message = one_line("; ".join(p for p in parts if p))
     except MedidiffError as exc:
         status.status, status.message = "error", one_line(exc)
     except Exception as exc:  # an internal failure on one scan must not stop the cohort

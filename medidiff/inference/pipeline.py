@@ -24,6 +24,7 @@ from medidiff.io.volume import Volume
 from medidiff.normalize import Normalizer
 from medidiff.tasks import TaskOptions, get_spec
 from medidiff.tasks.base import Chains, TaskResult
+from medidiff.uncertainty import calibration_key, scale_for
 
 _MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
 
@@ -96,6 +97,7 @@ def restore(
     window: int | None = None,
     batch_size: int = 2,
     progress: bool | None = None,
+    strict: bool = False,
     full_result: bool = False,
 ) -> Any:
     """Restore a 3D volume with the diffusion prior.
@@ -120,6 +122,8 @@ def restore(
         window: inference window edge (voxels); default: the training patch.
         batch_size: windows per network call (bounds memory).
         progress: show progress (default: unless quiet).
+        strict: raise :class:`~medidiff.errors.ConsistencyError` instead of returning a result that fails
+            the consistency check (``info["warnings"]`` holds the reason otherwise).
         full_result: return a :class:`RestoreResult` (volume, uncertainty, info) instead of the volume.
 
     Returns:
@@ -161,16 +165,38 @@ def restore(
         chains.callback = _step_callback(bar, chains.samples)
         result = job.run(problem, den, net.sde, chains)
     restored, extra = job.finish(problem, result, vol, norm)
+    _check_consistency(job.removed(problem, restored, vol, norm), extra, strict)
     # One counter: the patch path's sweeps, one per evaluation and view.
     for part in (problem.info, result.info, extra):
         info.update(part)
     info.update(seconds=time.perf_counter() - start, network_evaluations=den.stats.calls)
-    out, uncertainty = _output_volumes(vol, restored, result, problem.affine, norm, info)
+    out, uncertainty = _output_volumes(vol, restored, result, problem.affine, norm, info, net.config)
     return RestoreResult(out, uncertainty, info) if full_result else like_input(out, kind, volume)
 
 
+def _check_consistency(removed: Any, info: dict[str, Any], strict: bool) -> None:
+    """Record the discrepancy check of what was removed in ``info``; a failure warns, or raises if strict."""
+    if removed is None:
+        return
+    from medidiff.errors import ConsistencyError
+    from medidiff.restoration.consistency import check_removed
+
+    check = check_removed(*removed)
+    info["consistency"] = check.record()
+    if check.problem is not None:
+        if strict:
+            raise ConsistencyError(f"{check.problem} (--strict: nothing written)")
+        info.setdefault("warnings", []).append(check.problem)
+
+
 def _output_volumes(
-    vol: Volume, restored: np.ndarray, result: TaskResult, affine: np.ndarray, norm: Normalizer, info: dict
+    vol: Volume,
+    restored: np.ndarray,
+    result: TaskResult,
+    affine: np.ndarray,
+    norm: Normalizer,
+    info: dict,
+    config: dict[str, Any],
 ) -> tuple[Volume, Volume | None]:
     """The restored volume (in the input's dtype) and the uncertainty (float32, input units) as Volumes."""
     meta = {**vol.meta, "dtype": str(np.asarray(vol.data).dtype), "restoration": info}
@@ -178,7 +204,17 @@ def _output_volumes(
     out = Volume(data, affine, meta, source=f"medidiff {info['task']} of {vol.source}")
     if result.std is None:
         return out, None
-    std = (result.std[0, 0].cpu().numpy() / norm.scale).astype(np.float32)
+    std = result.std[0, 0].cpu().numpy() / norm.scale
+    # The chains' spread understates the error: the model's per-task scale, fitted on development volumes
+    # (medidiff.uncertainty); a model or task without one reports the raw spread, marked uncalibrated.
+    key = calibration_key(info["task"], info.get("degradation"))
+    scale = scale_for(config, key)
+    info["uncertainty"] = {
+        "key": key,
+        "scale": scale if scale is not None else 1.0,
+        "calibrated": scale is not None,
+    }
+    std = (std * (scale if scale is not None else 1.0)).astype(np.float32)
     return out, Volume(std, affine, {**meta, "dtype": "float32"}, source=f"uncertainty of {vol.source}")
 
 

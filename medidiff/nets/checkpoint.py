@@ -125,6 +125,8 @@ def load_model(
         )
     model.net.load_state_dict(state)
     model.config = {**model.config, "normalization": config.get("normalization", {}), "source": str(weights)}
+    if config.get("uncertainty_scale"):  # per-task calibration of the chains' spread (medidiff.uncertainty)
+        model.config["uncertainty_scale"] = dict(config["uncertainty_scale"])
     model = model.to(device).eval()
     return model.use_channels_last() if torch.device(device).type == "cpu" else model
 

@@ -114,6 +114,16 @@ class Task(ABC):
         """The restored volume in the input's units (float64, output grid) and what was done."""
         return norm.invert(result.x0[0, 0].cpu().numpy(), np.float64), {}
 
+    def removed(
+        self, problem: Problem, restored: np.ndarray, volume: Volume, norm: Normalizer
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """What the restoration removed that should be noise, for the consistency check
+        (:mod:`medidiff.restoration.consistency`): (removed, the input it was removed from), input units.
+
+        None: the task has no part that should be noise (inpainting copies the known voxels back).
+        """
+        return None
+
 
 def measurement(volume: Volume, norm: Normalizer, device: torch.device) -> Tensor:
     """The volume in model units, (1, 1, I, J, K) float32 on ``device``."""

@@ -76,19 +76,36 @@ class Denoise(Task):
 
     name = "denoise"
 
+    def check(self, volume: Volume) -> None:
+        """Rician noise belongs to magnitude images: refuse it for a volume with clearly negative values."""
+        if self.options.noise != "rician":
+            return
+        data = np.asarray(volume.data)
+        low, high = float(data.min()), float(np.percentile(data, 99.5))
+        if low < -0.01 * max(abs(high), 1e-12):
+            from medidiff.errors import InputError
+
+            raise InputError(
+                f"--noise rician is for magnitude images, but this volume goes down to {low:.4g} "
+                "(a CT or a phase image?); use --noise gaussian"
+            )
+
     def prepare(
         self, volume: Volume, norm: Normalizer, device: torch.device, patch: Sequence[int]
     ) -> Problem:
-        from medidiff.restoration.noise import network_noise_level, resolve_sigma
+        from medidiff.restoration.noise import network_noise_level, resolve_noise
 
         y = measurement(volume, norm, device)
         noise = self.options.noise
-        sigma = resolve_sigma(self.options.sigma, np.asarray(volume.data, dtype=np.float32), noise)
+        estimate = resolve_noise(self.options.sigma, np.asarray(volume.data, dtype=np.float32), noise)
+        sigma = estimate.sigma
         fg = foreground(y, margin=4).to(y.device)
         background = float(y[~fg].median()) if bool((~fg).any()) else -1.0
         # The level the network is told (model units): Rician magnitudes spread less than sigma.
         self.network_sigma = norm.sigma_to_model(network_noise_level(sigma, noise))
-        info = {"sigma": sigma, "noise": noise}
+        info: dict[str, Any] = {"sigma": sigma, "noise": noise, "sigma_source": estimate.source}
+        if estimate.note:
+            info["notes"] = [estimate.note]
         return Problem(y, y, volume.affine, active=fg, background=background, info=info)
 
     def run(self, problem: Problem, denoiser: Denoiser, sde: SDE, chains: Chains) -> TaskResult:
@@ -123,3 +140,10 @@ class Denoise(Task):
             width=air.AVERAGING_VOXELS,
         )
         return restored, {"background_fraction": fraction}
+
+    def removed(
+        self, problem: Problem, restored: np.ndarray, volume: Volume, norm: Normalizer
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Denoising removed ``input - output``: all of it should be the input's noise."""
+        data = np.asarray(volume.data, dtype=np.float64)
+        return data - restored, data

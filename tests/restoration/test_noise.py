@@ -150,3 +150,52 @@ def test_noise_model_specs_round_trip() -> None:
         noise_model_from_spec({"type": "laplace", "sigma": 1.0})
     with pytest.raises(ConfigError):
         Gaussian(0.0)
+
+
+# ----------------------------------------------------------------------------- Rician sigma without air
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.10])
+def test_rician_auto_uses_the_air_where_there_is_air(brain: np.ndarray, fraction: float) -> None:
+    from medidiff.restoration.noise import estimate_rician
+
+    sigma = fraction * np.percentile(brain, 99.5)
+    estimate = estimate_rician(_noisy(brain, sigma, rician=True, seed=4))
+    assert estimate.source == "air" and estimate.note is None
+    assert estimate.sigma == pytest.approx(sigma, rel=0.10)
+    assert estimate.candidates["air_noise_ratio"] >= 0.8
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.10])
+def test_rician_auto_without_air_measures_bright_tissue_and_says_so(
+    brain: np.ndarray, fraction: float
+) -> None:
+    """A crop inside the head (no air): bright tissue gives sigma, with a one-line note naming the source."""
+    from medidiff.restoration.noise import estimate_rician
+
+    sigma = fraction * np.percentile(brain, 99.5)
+    inside = _noisy(brain, sigma, rician=True, seed=5)[20:56, 25:70, 25:60]
+    estimate = estimate_rician(inside)
+    assert estimate.source == "tissue"
+    assert estimate.sigma == pytest.approx(sigma, rel=0.15)
+    assert estimate.note is not None and "bright tissue" in estimate.note and "\n" not in estimate.note
+
+
+def test_issue_24s_t2_crop_no_longer_reads_the_tissue_as_air() -> None:
+    """Issue 24's failure on a development volume: a 96^3 crop of ds011 sub-11's T1 (its field of view
+    holds little air) with Rician noise at 10%. The air fit alone reads several times the true sigma; auto
+    now measures bright tissue and lands within 15%."""
+    from medidiff.restoration.noise import estimate_rician
+
+    path = SHARED / "openfmri-ds011" / "sub-11_T1w.nii.gz"
+    if not path.is_file():
+        pytest.skip("../shared/data (OpenfMRI ds011) is not on this machine")
+    data = np.asarray(nib.load(str(path)).dataobj, dtype=np.float64)
+    starts = [(n - 96) // 2 for n in data.shape]
+    clean = data[tuple(slice(s, s + 96) for s in starts)]
+    sigma = 0.10 * np.percentile(clean, 99.5)
+    noisy = _noisy(clean, sigma, rician=True, seed=6)
+    assert estimate_sigma_rician(noisy) > 1.5 * sigma  # the old estimate (when it did not refuse)
+    estimate = estimate_rician(noisy)
+    assert estimate.source == "tissue" and estimate.sigma == pytest.approx(sigma, rel=0.15)
