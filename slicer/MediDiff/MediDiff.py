@@ -111,6 +111,21 @@ class Device(enum.Enum):
         return {"auto": "Automatic (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}[self.value]
 
 
+class Backend(enum.Enum):
+    """The --backend choices; exactly MediDiffLib.command.BACKENDS (tests/slicer checks it)."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    OPENVINO = "openvino"
+
+    def label(self):
+        return {
+            "auto": "Automatic (OpenVINO on a CPU)",
+            "torch": "PyTorch",
+            "openvino": "OpenVINO (CPU)",
+        }[self.value]
+
+
 #
 # MediDiffParameterNode
 #
@@ -143,6 +158,7 @@ class MediDiffParameterNode:
     computeUncertainty: bool = False
     seed: Annotated[int, WithinRange(-1, 2**31 - 1)] = 0
     device: Device = Device.AUTO
+    backend: Backend = Backend.AUTO
     modelPath: str = ""
     outputVolume: vtkMRMLScalarVolumeNode
     uncertaintyVolume: vtkMRMLScalarVolumeNode
@@ -385,7 +401,18 @@ class MediDiffWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             added = f"'{job.outputVolume.GetName()}'"
             if job.uncertaintyVolume is not None:
                 added += f" and '{job.uncertaintyVolume.GetName()}'"
-            self.ui.statusLabel.text = errors.status("done", elapsed=elapsed, added=added)
+            if job.warnings:  # written, but medidiff doubts it: say so where the user looks, and ask to check
+                self.ui.statusLabel.text = errors.status(
+                    "done_warning", elapsed=elapsed, added=added, warning=job.warnings[0]
+                )
+                slicer.util.warningDisplay(
+                    errors.status("done_warning", elapsed=elapsed, added=added, warning=job.warnings[0]),
+                    windowTitle="MediDiff",
+                    detailedText="\n".join(job.warnings + job.notes),
+                )
+            else:
+                note = f" Note: {job.notes[0]}." if job.notes else ""
+                self.ui.statusLabel.text = errors.status("done", elapsed=elapsed, added=added) + note
         elif job.state is ProcessState.CANCELLED:
             self.ui.statusLabel.text = errors.status("cancelled", elapsed=elapsed)
         else:
@@ -620,6 +647,26 @@ class MediDiffLogic(ScriptedLoadableModuleLogic):
         node.CreateDefaultDisplayNodes()
         return node
 
+    # Slicer's colour table for the uncertainty map: low (blue) to high (red), as the guide says.
+    UNCERTAINTY_COLORS = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+
+    @staticmethod
+    def showAsUncertainty(node):
+        """Display a std map with the cold-to-hot colour table, its window from 0 to its 99th percentile.
+
+        Returns False (the default grey display kept) where the colour table is missing, as in a bare MRML
+        scene without Slicer's colour module.
+        """
+        display = node.GetDisplayNode()
+        if display is None or slicer.mrmlScene.GetNodeByID(MediDiffLogic.UNCERTAINTY_COLORS) is None:
+            return False
+        display.SetAndObserveColorNodeID(MediDiffLogic.UNCERTAINTY_COLORS)
+        values = slicer.util.arrayFromVolume(node)
+        top = float(np.percentile(values, 99)) if values.size else 0.0
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, top if top > 0 else 1.0)
+        return True
+
     @staticmethod
     def placeLikeReference(node, reference):
         """Put a result where its input is: same parent transform, same subject-hierarchy parent (study)."""
@@ -737,7 +784,7 @@ class MediDiffLogic(ScriptedLoadableModuleLogic):
             uncertainty_path=workspace.uncertainty_path if parameters.computeUncertainty else None,
             seed=parameters.seed if parameters.seed >= 0 else None,
             device=parameters.device.value,
-            # backend: the place for a future `--backend auto|torch|openvino` (a panel field and this line).
+            backend=None if parameters.backend is Backend.AUTO else parameters.backend.value,  # the CLI's auto
         )
 
     def whyNotApply(self, parameters, catalog):
@@ -829,6 +876,8 @@ class MediDiffJob:
         self.outputVolume = None
         self.uncertaintyVolume = None
         self.error = None  # an errors.MediDiffPluginError once failed
+        self.warnings = []  # medidiff's one-line warnings (e.g. a failed consistency check), prefix removed
+        self.notes = []  # medidiff's one-line notes (e.g. where the noise level came from), prefix removed
         self.timer = qt.QTimer()
         self.timer.setInterval(self.POLL_INTERVAL_MS)
         self.timer.connect("timeout()", self._poll)
@@ -866,6 +915,12 @@ class MediDiffJob:
         status = self.process.poll()
         for line in status.new_lines:
             logging.info("medidiff: %s", line)
+            for prefix, kept in (
+                (errors.CLI_WARNING_PREFIX, self.warnings),
+                (errors.CLI_NOTE_PREFIX, self.notes),
+            ):
+                if line.startswith(prefix):
+                    kept.append(line[len(prefix) :])
         if status.progress is not None:
             self.lastProgress = status.progress
         self.elapsedSeconds = status.elapsed_s
@@ -885,6 +940,7 @@ class MediDiffJob:
                     self.uncertaintyVolume = self._loadResult(
                         self.workspace.uncertainty_path, self.uncertaintyName
                     )
+                    MediDiffLogic.showAsUncertainty(self.uncertaintyVolume)
             elif status.state is ProcessState.FAILED:
                 self.error = self.process.error()
             self.state = status.state

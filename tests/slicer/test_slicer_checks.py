@@ -145,6 +145,7 @@ def test_every_message_formats_to_one_line() -> None:
         "elapsed": "0:01",
         "progress": "denoise 1/2",
         "added": "'x'",
+        "warning": "w",
     }
     for key in MESSAGES:
         text = message(key, **fields)

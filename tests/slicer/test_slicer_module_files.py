@@ -92,6 +92,7 @@ def test_ui_parameters_are_fields_of_the_parameter_node(module_source: str, ui_t
         "computeUncertainty",
         "seed",
         "device",
+        "backend",
     }
     assert expected <= bound
     assert {"task", "noiseModel", "modelPath"} <= fields - bound

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from MediDiffLib.command import DEVICES, build_restore_argv
+from MediDiffLib.command import BACKENDS, DEVICES, build_restore_argv
 from MediDiffLib.process import ProcessState
 from MediDiffLib.workspace import Workspace
 from test_slicer_mrml import parameters, volume
@@ -45,7 +45,7 @@ def test_panel_defaults_map_to_the_cli_defaults(
         "0",
         "--device",
         "cpu",
-    ]  # no --samples/--steps: the task's defaults come from medidiff itself
+    ]  # no --samples/--steps/--backend: the task's defaults and the backend come from medidiff itself
 
 
 def test_panel_choices_map_to_cli_options(mrml: types.SimpleNamespace, catalog: Any, tmp_path: Path) -> None:
@@ -63,8 +63,10 @@ def test_panel_choices_map_to_cli_options(mrml: types.SimpleNamespace, catalog: 
         computeUncertainty=True,
         seed=-1,
         device=m.Device.CUDA,
+        backend=m.Backend.OPENVINO,
         modelPath=" /models/m.safetensors ",
     )
+    assert argv[argv.index("--backend") + 1] == "openvino"
     assert argv[argv.index("--sigma") + 1] == "7.5%"
     assert argv[argv.index("--noise") + 1] == "rician"
     assert argv[argv.index("--steps") + 1] == "25"
@@ -130,6 +132,7 @@ def test_the_panel_covers_the_registry(mrml: types.SimpleNamespace, catalog: Any
     assert set(m.DEGRADATION_FIELDS) == set(catalog.degradations)
     assert catalog.panel_tasks() == catalog.tasks
     assert {d.value for d in m.Device} == set(DEVICES)
+    assert {b.value for b in m.Backend} == set(BACKENDS)
     assert set(catalog.noise_models) <= set(m.NOISE_LABELS)
     for task in catalog.names:
         assert m.resultSuffix(task)
@@ -208,6 +211,23 @@ def test_job_success_loads_results_and_cleans_up(mrml: types.SimpleNamespace, tm
     assert job.outputVolume.GetStorageNode() is None
     assert job.outputVolume.GetTransformNodeID() == job.inputVolume.GetTransformNodeID()
     assert not job.workspace.directory.exists()
+
+
+def test_job_keeps_the_clis_warnings_and_notes(mrml: types.SimpleNamespace, tmp_path: Path) -> None:
+    """A written result that failed medidiff's consistency check succeeds, with the warning kept for the
+    status line (the exact lines the CLI prints: medidiff.cli.restore.report_notes)."""
+    script = WRITE_RESULTS + textwrap.dedent(
+        """
+        print("medidiff: note: noise level from bright tissue (12.5): no air", file=sys.stderr)
+        print("medidiff: warning: the result may be worse than the input: it removed more", file=sys.stderr)
+        """
+    )
+    job = run_job(mrml, tmp_path, script)
+    job.start()
+    drive(job)
+    assert job.state is ProcessState.SUCCEEDED
+    assert job.warnings == ["the result may be worse than the input: it removed more"]
+    assert job.notes == ["noise level from bright tissue (12.5): no air"]
 
 
 def test_job_without_result_file_fails_clearly(mrml: types.SimpleNamespace, tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ def parameters(module: types.ModuleType, **changes: Any) -> types.SimpleNamespac
         "computeUncertainty": False,
         "seed": 0,
         "device": module.Device.CPU,
+        "backend": module.Backend.AUTO,
         "modelPath": "",
     }
     fields.update(changes)
@@ -290,3 +291,23 @@ def test_the_modules_own_self_test_runs_on_mrml(mrml: types.SimpleNamespace) -> 
     factory.RegisterConverterRule(slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule())
     test = mrml.module.MediDiffTest("runTest")
     test.runTest()
+
+
+def test_the_uncertainty_map_gets_the_cold_to_hot_colours(mrml: types.SimpleNamespace) -> None:
+    """A std map is shown with Slicer's ColdToHotRainbow table, windowed from 0 to its 99th percentile; in a
+    scene without that table (no colour module) the grey display is kept and nothing fails."""
+    slicer, module = mrml.slicer, mrml.module
+    std = volume(mrml)
+    std.CreateDefaultDisplayNodes()
+    assert module.MediDiffLogic.showAsUncertainty(std) is False
+    colors = slicer.mrmlScene.CreateNodeByClass("vtkMRMLColorTableNode")
+    colors.SetTypeToRainbow()
+    colors.SetSingletonTag("FileColdToHotRainbow.txt")  # a singleton's ID is its class + tag, as in Slicer
+    slicer.mrmlScene.AddNode(colors)
+    colors.UnRegister(None)
+    assert module.MediDiffLogic.showAsUncertainty(std) is True
+    display = std.GetDisplayNode()
+    assert display.GetColorNodeID() == module.MediDiffLogic.UNCERTAINTY_COLORS
+    values = slicer.util.arrayFromVolume(std)
+    assert display.GetWindowLevelMin() == pytest.approx(0.0)
+    assert display.GetWindowLevelMax() == pytest.approx(float(np.percentile(values, 99)), rel=1e-6)

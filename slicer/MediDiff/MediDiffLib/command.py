@@ -27,6 +27,7 @@ from MediDiffLib.errors import ParameterError, message
 # The module's device choices (the GUI's Device enum has exactly these values; tests/slicer checks it).
 # The CLI takes --device as free text, so there is no list in medidiff to read.
 DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("auto", "torch", "openvino")  # medidiff restore --backend
 
 # typing.Union rather than `X | Y`: these aliases are evaluated at import time, and this library must
 # import on the Python 3.9 of Slicer <= 5.8 to tell those users which Slicer they need.
@@ -59,8 +60,8 @@ class RestoreParameters:
         device: ``auto``, ``cpu`` or ``cuda``.
         overwrite: replace an existing output file.
         quiet: suppress progress lines (the module needs them, so it leaves this off).
-        backend: reserved for a future ``--backend auto|torch|openvino`` of ``medidiff restore``; the CLI does
-            not have it yet, so the module leaves it ``None`` and it is never emitted as ``None``.
+        backend: ``auto`` (OpenVINO on a CPU, torch on a GPU), ``torch`` or ``openvino``; None: the CLI's
+            default (auto).
     """
 
     input_path: PathLike
@@ -214,6 +215,8 @@ def validate(params: RestoreParameters, catalog: Catalog) -> None:
     _check_length("The target spacing (mm)", params.target_spacing)
     if params.device is not None:
         _check_choice("device", params.device, DEVICES)
+    if params.backend is not None:
+        _check_choice("backend", params.backend, BACKENDS)
     _check_count("Steps", params.steps, 1)
     _check_count("Samples", params.samples, 1)
     _check_count("Seed", params.seed, 0)
@@ -275,7 +278,7 @@ def build_restore_argv(
         argv += ["--seed", str(params.seed)]
     if params.device is not None:
         argv += ["--device", params.device]
-    if params.backend is not None:  # reserved: see RestoreParameters.backend
+    if params.backend is not None:
         argv += ["--backend", params.backend]
     if params.overwrite:
         argv.append("--overwrite")

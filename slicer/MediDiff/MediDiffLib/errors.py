@@ -15,6 +15,8 @@ from collections.abc import Sequence
 # Kept in sync with the CLI (medidiff/cli/main.py): user errors are one line with this prefix, exit code 2.
 CLI_ERROR_PREFIX = "medidiff: error: "
 CLI_INTERNAL_ERROR_PREFIX = "medidiff: internal error: "
+CLI_WARNING_PREFIX = "medidiff: warning: "  # the result was written but may be worse than the input
+CLI_NOTE_PREFIX = "medidiff: note: "
 
 # How many trailing stderr lines go into the details box: enough for a traceback, short enough to read.
 DETAILS_TAIL_LINES = 40
@@ -122,6 +124,7 @@ STATUS: dict[str, str] = {
     "starting": "Starting medidiff (loading PyTorch and the model)... {elapsed}",
     "running": "Running: {progress} ({elapsed})",
     "done": "Done in {elapsed}: added {added}.",
+    "done_warning": "Done in {elapsed}, added {added}, but check it: {warning}.",
     "cancelling": "Cancelling...",
     "cancelled": "Cancelled after {elapsed}.",
     "ready": "Run the restoration in the background.",
