@@ -784,7 +784,9 @@ class MediDiffLogic(ScriptedLoadableModuleLogic):
             uncertainty_path=workspace.uncertainty_path if parameters.computeUncertainty else None,
             seed=parameters.seed if parameters.seed >= 0 else None,
             device=parameters.device.value,
-            backend=None if parameters.backend is Backend.AUTO else parameters.backend.value,  # the CLI's auto
+            backend=None
+            if parameters.backend is Backend.AUTO
+            else parameters.backend.value,  # the CLI's auto
         )
 
     def whyNotApply(self, parameters, catalog):
