@@ -71,3 +71,25 @@ def test_restore_scales_the_spread_by_the_models_stored_scale(
     assert scaled.info["uncertainty"] == {"key": "denoise", "scale": 2.5, "calibrated": True}
     np.testing.assert_array_equal(scaled.volume.data, raw.volume.data)
     np.testing.assert_allclose(scaled.uncertainty.data, 2.5 * raw.uncertainty.data, rtol=1e-6)
+
+
+def test_four_exact_posterior_chains_cover_only_83_percent_and_need_a_scale_of_1_84() -> None:
+    """Why a scale is needed even for a perfect sampler: with K exact posterior samples (mean m, sample std
+    s) and the truth drawn from the same posterior, (truth - m) / (s sqrt(1 + 1/K)) is Student-t with K - 1
+    degrees of freedom. For K = 4, |error| <= 2 s holds with P(|t_3| <= 2 / sqrt(1.25)) = 0.829, and the
+    95.4% scale is t_3's 97.7% quantile x sqrt(1.25) / 2 = 1.84."""
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    voxels, chains = 400_000, 4
+    mean, spread = rng.normal(0.0, 1.0, voxels), rng.uniform(0.5, 2.0, voxels)
+    samples = mean + spread * rng.standard_normal((chains, voxels))
+    truth = mean + spread * rng.standard_normal(voxels)
+    estimate, std = samples.mean(axis=0), samples.std(axis=0, ddof=1)
+    factor = np.sqrt(1 + 1 / chains)
+    expected = 2 * stats.t(chains - 1).cdf(2 / factor) - 1
+    assert expected == pytest.approx(0.829, abs=0.001)
+    assert np.mean(np.abs(truth - estimate) <= 2 * std) == pytest.approx(expected, abs=0.003)
+    closed = stats.t(chains - 1).ppf(0.5 + 0.954 / 2) * factor / 2
+    assert fit_scale(truth - estimate, std) == pytest.approx(closed, rel=0.02)
+    assert closed == pytest.approx(1.84, abs=0.01)
