@@ -249,3 +249,27 @@ def test_strict_cli_writes_nothing_and_says_why_in_one_line(tmp_path: Path, run_
     lines = [line for line in refused.stderr.splitlines() if not line.startswith("medidiff-progress")]
     assert len(lines) == 1 and "--strict" in lines[0] and "Traceback" not in refused.stderr
     assert not (tmp_path / "strict.nii.gz").exists()
+
+
+def test_a_cohort_case_that_fails_the_check_is_written_with_a_warning_status(tmp_path: Path) -> None:
+    """restore-batch's per-case status: the same wrong sigma gives status 'warning' (not 'ok'), the output is
+    written, and the message carries the check's reason; the true sigma gives 'ok'."""
+    from medidiff.inference.batch import BatchJob, Case, restore_case
+
+    volume = no_air()
+    clean = np.asarray(volume.data, dtype=np.float64)
+    sigma = 0.08 * float(np.percentile(clean, 99.5))
+    source = tmp_path / "noisy.nii.gz"
+    medidiff.write_volume(
+        Volume(_noisy(clean, "gaussian", sigma, 8).astype(np.float32), volume.affine), source
+    )
+    statuses = {}
+    for name, given in (("wrong", 3 * sigma), ("right", sigma)):
+        job = BatchJob(restore_kwargs={"task": "denoise", "sigma": given, "progress": False})
+        statuses[name] = restore_case(Case(name, source, tmp_path / f"{name}.nii.gz"), job)
+        assert (tmp_path / f"{name}.nii.gz").is_file()
+    assert (
+        statuses["wrong"].status == "warning"
+        and "warning: the result may be worse" in statuses["wrong"].message
+    )
+    assert statuses["right"].status == "ok" and "warning" not in statuses["right"].message
