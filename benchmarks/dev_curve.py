@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "learning_curves.png")
     parser.add_argument("--baseline", default="default", help="the model the curves start from")
     parser.add_argument("--every", type=int, default=1000, help="score snapshots at multiples of N steps")
+    parser.add_argument(
+        "--recorded",
+        type=Path,
+        default=ROOT / "benchmarks" / "learning_curves.json",
+        help="scores of earlier sessions' runs to draw as well",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -126,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         print(json.dumps(score(args.model, dev_cases), indent=1))
         return 0
-    curves = {run.name: curve(run, dev_cases, args.every) for run in args.runs}
+    curves: dict[str, dict[int, dict[str, float]]] = {}
+    if args.recorded and args.recorded.is_file():  # runs of earlier sessions, kept as figures
+        recorded = json.loads(args.recorded.read_text())
+        for name, points in recorded["runs"].items():
+            curves[name] = {int(step): {"mean": float(v)} for step, v in points.items()}
+    curves.update({run.name: curve(run, dev_cases, args.every) for run in args.runs})
     base = score(args.baseline, dev_cases)["mean"] if args.baseline else None
     print(f"baseline {args.baseline}: mean {base:.3f} dB" if base is not None else "", file=sys.stderr)
     plot(curves, base, args.plot)
