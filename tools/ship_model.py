@@ -1,6 +1,7 @@
 """Copy a trained run's EMA model into the package as the embedded default (fp16 weights, JSON config).
 
 Usage: .venv/bin/python tools/ship_model.py runs/default [--dtype float16]
+   or: .venv/bin/python tools/ship_model.py runs/default/snapshots/step_0003000.safetensors (a snapshot)
 
 The weights are stored in float16 (half the size; inference runs in bf16 autocast anyway, whose mantissa is
 shorter than float16's) and loaded back as float32. The JSON keeps the run's provenance and adds the step
@@ -37,10 +38,10 @@ def portable_spec(path: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="training run directory (holds model.safetensors/.json)")
+    parser.add_argument("run", help="training run directory (holds model.safetensors/.json), or a snapshot")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     args = parser.parse_args()
-    source = Path(args.run) / "model.safetensors"
+    source = Path(args.run) if Path(args.run).is_file() else Path(args.run) / "model.safetensors"
     model = load_model(source)
     config = read_model_config(source)
     extra = {
