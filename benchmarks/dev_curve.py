@@ -115,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, help="training run folders with snapshots/")
     parser.add_argument("--model", help="score this one model instead (default, or a path)")
+    parser.add_argument("--label", nargs="*", help="the runs' names in the figure (default: folder names)")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "img" / "learning_curves.png")
-    parser.add_argument("--baseline", default="default", help="the model the curves start from")
+    parser.add_argument(
+        "--baseline", default="default", help="the model the curves start from ('': the recorded score)"
+    )
     parser.add_argument("--every", type=int, default=1000, help="score snapshots at multiples of N steps")
     parser.add_argument(
         "--recorded",
@@ -133,12 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(score(args.model, dev_cases), indent=1))
         return 0
     curves: dict[str, dict[int, dict[str, float]]] = {}
+    recorded: dict[str, Any] = {}
     if args.recorded and args.recorded.is_file():  # runs of earlier sessions, kept as figures
         recorded = json.loads(args.recorded.read_text())
         for name, points in recorded["runs"].items():
             curves[name] = {int(step): {"mean": float(v)} for step, v in points.items()}
-    curves.update({run.name: curve(run, dev_cases, args.every) for run in args.runs})
-    base = score(args.baseline, dev_cases)["mean"] if args.baseline else None
+    labels = args.label or [run.name for run in args.runs]
+    curves.update(
+        {label: curve(run, dev_cases, args.every) for label, run in zip(labels, args.runs, strict=True)}
+    )
+    base = score(args.baseline, dev_cases)["mean"] if args.baseline else recorded.get("baseline")
     print(f"baseline {args.baseline}: mean {base:.3f} dB" if base is not None else "", file=sys.stderr)
     plot(curves, base, args.plot)
     return 0
