@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "bench" / "calibration_dev.yaml"
 
 
-def collect(model: str, config_path: Path = CONFIG) -> list[dict[str, Any]]:
+def collect(
+    model: str, config_path: Path = CONFIG, samples: int | None = None, only: str | None = None
+) -> list[dict[str, Any]]:
     """Run every development case; each record: case, calibration key, errors and raw stds in the region."""
     from medidiff.benchmark.cases import prepare_case
     from medidiff.benchmark.config import load_config
@@ -37,8 +39,11 @@ def collect(model: str, config_path: Path = CONFIG) -> list[dict[str, Any]]:
     config = load_config(config_path)
     records = []
     for case in config.cases():
+        if only and only not in case.id:
+            continue
         data = prepare_case(case)
-        result = run_medidiff(data, case.degradation.task, dict(case.degradation.medidiff), model)
+        options = dict(case.degradation.medidiff) | ({"samples": samples} if samples else {})
+        result = run_medidiff(data, case.degradation.task, options, model)
         info = result.info
         if result.uncertainty is None:
             continue
@@ -59,6 +64,50 @@ def collect(model: str, config_path: Path = CONFIG) -> list[dict[str, Any]]:
     return records
 
 
+def check(folder: Path, model: str) -> None:
+    """Score the saved medidiff outputs and raw uncertainty maps of a benchmark run (``folder``: its --out,
+    run with a copy of the model without scales) with ``model``'s scales: raw and calibrated coverage and the
+    correlation, per case, over the region the benchmark scores."""
+    import nibabel as nib
+
+    from medidiff.benchmark.cases import load_saved_case
+    from medidiff.benchmark.config import load_config
+    from medidiff.benchmark.worker import OUTPUT_NAME, UNCERTAINTY_NAME
+    from medidiff.metrics import foreground_mask
+    from medidiff.nets.checkpoint import read_model_config
+    from medidiff.uncertainty import calibration_key, scale_for
+
+    config = read_model_config(model)
+    cases = {c.id: c for c in load_config(ROOT / "configs" / "bench" / "targets.yaml").cases()}
+    print(
+        "| benchmark case | raw ±1 / ±2 / ±3 std | corr(std, abs error) | scale | calibrated ±1 / ±2 / ±3 |"
+    )
+    print("|---|---|---|---|---|")
+    for case_dir in sorted((folder / "cases").iterdir()):
+        std_path = case_dir / UNCERTAINTY_NAME.format(method="medidiff")
+        if case_dir.name not in cases or not std_path.exists():
+            continue
+        case = cases[case_dir.name]
+        data = load_saved_case(case_dir)
+        reference = np.asarray(data.reference.data, np.float64)
+        output = np.asarray(
+            nib.load(str(case_dir / OUTPUT_NAME.format(method="medidiff"))).dataobj, np.float64
+        )
+        std = np.asarray(nib.load(str(std_path)).dataobj, np.float64)
+        region = data.missing if case.degradation.region == "missing" else foreground_mask(reference)
+        region = np.asarray(region, bool)
+        medidiff_options = dict(case.degradation.medidiff)
+        key = calibration_key(case.degradation.task, medidiff_options.get("degradation"))
+        scale = scale_for(config, key) or 1.0
+        error, spread = (output - reference)[region], std[region]
+        raw, calibrated = _coverage(error, spread, 1.0), _coverage(error, spread, scale)
+        print(
+            f"| {case.id} | {raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%} | {raw[3]:.2f} | {scale:.2f} | "
+            f"{calibrated[0]:.1%} / {calibrated[1]:.1%} / {calibrated[2]:.1%} |",
+            flush=True,
+        )
+
+
 def _coverage(error: np.ndarray, std: np.ndarray, scale: float) -> tuple[float, float, float, float]:
     err = np.abs(error)
     cover = tuple(float(np.mean(err <= k * scale * std)) for k in (1, 2, 3))
@@ -73,8 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--write", action="store_true", help="store the scales in the model's JSON")
+    parser.add_argument("--samples", type=int, help="chains per case (default: the task's)")
+    parser.add_argument("--only", help="only cases whose id contains this")
+    parser.add_argument("--check", type=Path, help="score a benchmark run's saved outputs with the scales")
     args = parser.parse_args(argv)
-    records = collect(args.model)
+    if args.check:
+        check(args.check, args.model)
+        return 0
+    if args.write and (args.samples or args.only):
+        parser.error("--write fits the default settings on every development case")
+    records = collect(args.model, samples=args.samples, only=args.only)
     scales = {}
     for key in sorted({r["key"] for r in records}):
         mine = [r for r in records if r["key"] == key]
