@@ -33,6 +33,7 @@ def collect(
     from medidiff.benchmark.cases import prepare_case
     from medidiff.benchmark.config import load_config
     from medidiff.benchmark.methods import run_medidiff
+    from medidiff.errors import MedidiffError
     from medidiff.metrics import foreground_mask
     from medidiff.uncertainty import calibration_key
 
@@ -43,7 +44,11 @@ def collect(
             continue
         data = prepare_case(case)
         options = dict(case.degradation.medidiff) | ({"samples": samples} if samples else {})
-        result = run_medidiff(data, case.degradation.task, options, model)
+        try:
+            result = run_medidiff(data, case.degradation.task, options, model)
+        except MedidiffError as exc:  # one case that cannot run must not lose the others
+            print(f"skipped {case.id}: {exc}", file=sys.stderr, flush=True)
+            continue
         info = result.info
         if result.uncertainty is None:
             continue
@@ -64,7 +69,39 @@ def collect(
     return records
 
 
-def check(folder: Path, model: str) -> None:
+def montage(
+    path: Path, reference: np.ndarray, output: np.ndarray, std: np.ndarray, missing: np.ndarray, title: str
+) -> None:
+    """Restored, |error| and 2 x calibrated std through the slice with most missing voxels, the last two on
+    one colour scale (so where |error| exceeds the map, the map was too sure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axis = 2
+    index = int(np.argmax(missing.sum(axis=(0, 1))))
+    take = lambda v: np.rot90(np.take(v, index, axis=axis))  # noqa: E731
+    error, band = np.abs(output - reference), 2 * std
+    top = float(np.percentile(error[missing], 99)) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.6), dpi=110)
+    low, high = np.percentile(reference, [0.5, 99.5])
+    panels = [("restored", take(output), "gray", (low, high)), ("|error|", take(error), "inferno", (0, top))]
+    panels.append(("2 x calibrated std", take(band), "inferno", (0, top)))
+    for ax, (name, image, cmap, (vmin, vmax)) in zip(axes, panels, strict=True):
+        shown = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.contour(take(missing.astype(float)), levels=[0.5], colors="cyan", linewidths=0.6)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.colorbar(shown, ax=axes[1:], fraction=0.025)
+    fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def check(
+    folder: Path, model: str, montage_case: str | None = None, montage_path: Path | None = None
+) -> None:
     """Score the saved medidiff outputs and raw uncertainty maps of a benchmark run (``folder``: its --out,
     run with a copy of the model without scales) with ``model``'s scales: raw and calibrated coverage and the
     correlation, per case, over the region the benchmark scores."""
@@ -101,6 +138,9 @@ def check(folder: Path, model: str) -> None:
         scale = scale_for(config, key) or 1.0
         error, spread = (output - reference)[region], std[region]
         raw, calibrated = _coverage(error, spread, 1.0), _coverage(error, spread, scale)
+        if montage_path is not None and case.id == montage_case and data.missing is not None:
+            title = f"{case.volume.label}: inpainting, calibrated scale {scale:.2f} (cyan: missing voxels)"
+            montage(montage_path, reference, output, scale * std, np.asarray(data.missing, bool), title)
         print(
             f"| {case.id} | {raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%} | {raw[3]:.2f} | {scale:.2f} | "
             f"{calibrated[0]:.1%} / {calibrated[1]:.1%} / {calibrated[2]:.1%} |",
@@ -125,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, help="chains per case (default: the task's)")
     parser.add_argument("--only", help="only cases whose id contains this")
     parser.add_argument("--check", type=Path, help="score a benchmark run's saved outputs with the scales")
+    parser.add_argument("--montage", type=Path, help="with --check: draw restored, |error|, 2 std here")
+    parser.add_argument("--montage-case", default="ixi015__inpaint", help="the case --montage draws")
     args = parser.parse_args(argv)
     if args.check:
-        check(args.check, args.model)
+        check(args.check, args.model, args.montage_case, args.montage)
         return 0
-    if args.write and (args.samples or args.only):
-        parser.error("--write fits the default settings on every development case")
+    if args.write and args.samples:
+        parser.error("--write fits the task's default settings")
     records = collect(args.model, samples=args.samples, only=args.only)
     scales = {}
     for key in sorted({r["key"] for r in records}):
@@ -153,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         _, config_path = _model_paths(args.model)
         config = json.loads(Path(config_path).read_text())
-        config["uncertainty_scale"] = scales
+        config["uncertainty_scale"] = {**config.get("uncertainty_scale", {}), **scales}  # the keys fitted now
         Path(config_path).write_text(json.dumps(config, indent=2) + "\n")
         print(f"wrote the scales into {config_path}", file=sys.stderr)
     return 0

@@ -131,6 +131,11 @@ def medidiff_kwargs(case: CaseData, task: str, options: dict[str, Any]) -> dict[
     kwargs = {k: v for k, v in options.items() if k not in ("model", "device")}
     if str(kwargs.get("sigma", "auto")) == "true":
         kwargs["sigma"] = _true_sigma(case, "medidiff with sigma: true")
+    if "axis" in case.truth and "target_spacing" not in kwargs:
+        # Thick slices: the output grid is the reference's (geometry the user chooses, not a fitted
+        # parameter); the CLI's default, the in-plane spacing, is not a divisor of the slice spacing on
+        # every anisotropic grid (4 mm slices over 0.87 mm pixels).
+        kwargs["target_spacing"] = float(case.reference.spacing[int(case.truth["axis"])])
     if task == "inpaint":
         if case.missing is None:
             raise ConfigError("the inpaint task needs a holes or slices step in the degradation")
