@@ -79,8 +79,8 @@ def montage(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axis = 2
-    index = int(np.argmax(missing.sum(axis=(0, 1))))
+    axis = 0  # across the missing slices (array axis 2), through the largest hole
+    index = int(np.argmax(missing.sum(axis=(1, 2))))
     take = lambda v: np.rot90(np.take(v, index, axis=axis))  # noqa: E731
     error, band = np.abs(output - reference), 2 * std
     top = float(np.percentile(error[missing], 99)) or 1.0
