@@ -218,16 +218,22 @@ def test_issue_24s_failure_is_flagged_on_a_development_volume() -> None:
     assert not right.info.get("warnings") and right.info["consistency"]["ok"]
 
 
-def test_strict_cli_writes_nothing_and_says_why_in_one_line(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
-    """The bundled sample's no-air crop with Gaussian noise, denoised with 3x the true sigma: without
-    --strict the output is written and a warning printed; with --strict, exit 2, one line, no file."""
+def _noisy_no_air_file(folder: Path) -> tuple[Path, float]:
+    """The no-air crop with Gaussian noise at 8% written to ``folder/noisy.nii.gz``; (path, true sigma)."""
     volume = no_air()
     clean = np.asarray(volume.data, dtype=np.float64)
     sigma = 0.08 * float(np.percentile(clean, 99.5))
-    source = tmp_path / "noisy.nii.gz"
+    source = folder / "noisy.nii.gz"
     medidiff.write_volume(
         Volume(_noisy(clean, "gaussian", sigma, 8).astype(np.float32), volume.affine), source
     )
+    return source, sigma
+
+
+def test_strict_cli_writes_nothing_and_says_why_in_one_line(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The bundled sample's no-air crop with Gaussian noise, denoised with 3x the true sigma: without
+    --strict the output is written and a warning printed; with --strict, exit 2, one line, no file."""
+    source, sigma = _noisy_no_air_file(tmp_path)
     warned = run_cli(
         "restore", source, tmp_path / "out.nii.gz", "--task", "denoise", "--sigma", str(3 * sigma), "--quiet"
     )
@@ -256,13 +262,7 @@ def test_a_cohort_case_that_fails_the_check_is_written_with_a_warning_status(tmp
     written, and the message carries the check's reason; the true sigma gives 'ok'."""
     from medidiff.inference.batch import BatchJob, Case, restore_case
 
-    volume = no_air()
-    clean = np.asarray(volume.data, dtype=np.float64)
-    sigma = 0.08 * float(np.percentile(clean, 99.5))
-    source = tmp_path / "noisy.nii.gz"
-    medidiff.write_volume(
-        Volume(_noisy(clean, "gaussian", sigma, 8).astype(np.float32), volume.affine), source
-    )
+    source, sigma = _noisy_no_air_file(tmp_path)
     statuses = {}
     for name, given in (("wrong", 3 * sigma), ("right", sigma)):
         job = BatchJob(restore_kwargs={"task": "denoise", "sigma": given, "progress": False})
