@@ -44,6 +44,7 @@ _TRUNC_M2 = 2.0 - _TAU**2 * math.exp(-(_TAU**2) / 2) / (1.0 - math.exp(-(_TAU**2
 _MAX_KS = 0.1  # largest KS distance from the truncated Rayleigh law still accepted as air
 _RAYLEIGH_STD = math.sqrt(2.0 - math.pi / 2.0)  # std of Rayleigh(1)
 _MIN_COEFFICIENTS = 500  # wavelet coefficients a restricted estimate must rest on
+_DENSE_BELOW = 10_000  # decimated sub-band coefficients under which the undecimated band is used
 AIR_RATIO_MIN = 0.8  # air whose fine-scale noise is at least this fraction of a Rayleigh fit's is air
 AGREEMENT = 0.3  # air and tissue estimates within 30% of each other agree
 _TISSUE_SNR = 4.0  # bright tissue: smoothed intensity above this many sigma
@@ -237,8 +238,13 @@ def rician_correct_second_moment(mean_square: np.ndarray, sigma: float) -> np.nd
 # --- noise-level estimation -------------------------------------------------------------------------------
 
 
-def _finest_diagonal_subband(data: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The HHH sub-band of a one-level db2 transform (boundary-free), and its grid indices per axis."""
+def _finest_diagonal_subband(data: np.ndarray, step: int = 2) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The HHH sub-band of a one-level db2 transform (boundary-free), and its grid indices per axis.
+
+    ``step`` 2 is the decimated (orthogonal) transform, whose coefficients are independent under white
+    noise; ``step`` 1 keeps every position (undecimated): each coefficient is still N(0, sigma^2) under
+    white noise (the filter has unit norm), neighbours are correlated, and there are 8 times as many.
+    """
     coeffs = data
     taps = len(_DB2_HIGH)
     grid = []
@@ -246,7 +252,7 @@ def _finest_diagonal_subband(data: np.ndarray) -> tuple[np.ndarray, list[np.ndar
         coeffs = ndimage.correlate1d(coeffs, _DB2_HIGH, axis=axis, mode="reflect")
         # Drop positions whose filter support touches the boundary: reflected samples are not independent
         # noise and would pull the median down.
-        keep = np.arange(taps, coeffs.shape[axis] - taps, 2)
+        keep = np.arange(taps, coeffs.shape[axis] - taps, step)
         grid.append(keep)
         coeffs = np.take(coeffs, keep, axis=axis)
     return coeffs, grid
@@ -263,6 +269,12 @@ def estimate_sigma_gaussian(
     regions (background, white matter) carry almost no texture at the finest scale, and the selection uses the
     low-pass image, which is nearly independent of the HHH coefficients under noise.
 
+    On small volumes (fewer than :data:`_DENSE_BELOW` decimated coefficients, about 50^3 voxels) every
+    position of the sub-band is used (undecimated). The median of a few hundred flat coefficients scatters
+    too much: on 20^3 crops of the bundled sample (6 places, 4 seeds, 5% and 10%, Gaussian and Rician) the
+    decimated estimate was up to 30% off and the undecimated one at most 14%; on 32^3 crops 17% vs 6%; at
+    48^3 and 64^3 both are within 6%. Larger volumes keep the decimated band (their estimates are unchanged).
+
     Args:
         data: (I, J, K) array or Volume, each side >= 10 voxels.
         flat_fraction: fraction of sub-band coefficients kept, in (0, 1].
@@ -278,10 +290,13 @@ def estimate_sigma_gaussian(
         )
     if not 0 < flat_fraction <= 1:
         raise ConfigError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
-    coeffs, grid = _finest_diagonal_subband(data)
+    decimated = math.prod(max(0, (n - 2 * len(_DB2_HIGH) + 1) // 2) for n in data.shape)
+    step = 1 if decimated < _DENSE_BELOW else 2
+    coeffs, grid = _finest_diagonal_subband(data, step)
     gradient = ndimage.gaussian_gradient_magnitude(data, sigma=1.5)[np.ix_(*grid)]
     eligible = np.ones(coeffs.shape, dtype=bool) if mask is None else np.asarray(mask)[np.ix_(*grid)]
-    if mask is not None and eligible.sum() < _MIN_COEFFICIENTS:
+    # The minimum counts independent coefficients: an undecimated band holds 8 per decimated one.
+    if mask is not None and eligible.sum() < _MIN_COEFFICIENTS * (8 if step == 1 else 1):
         raise InputError("cannot estimate the noise level: too few usable voxels; give --sigma")
     flat = eligible & (gradient <= np.quantile(gradient[eligible], flat_fraction))
     return float(np.median(np.abs(coeffs[flat])) * _MAD_TO_STD)

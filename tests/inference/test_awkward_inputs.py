@@ -147,9 +147,7 @@ def test_denoising_is_better_than_the_input_or_refuses(case: str, noise: str, le
         assert message and "\n" not in message and ("--sigma" in message or "give" in message), message
         return
     estimated = result.info["sigma"]
-    # 15%; 20% for a volume of 8000 voxels, where the wavelet estimate sees more anatomy per voxel
-    tolerance = 0.20 if clean.size < 10_000 else 0.15
-    assert abs(estimated / sigma - 1.0) <= tolerance, f"sigma auto {estimated:.4g} for {sigma:.4g}"
+    assert abs(estimated / sigma - 1.0) <= 0.15, f"sigma auto {estimated:.4g} for {sigma:.4g}"
     gain = psnr(clean, result.volume.data) - psnr(clean, noisy)
     assert gain >= 3.0, f"{case}: PSNR gain {gain:.2f} dB"
     assert not result.info.get("warnings"), result.info.get("warnings")
