@@ -283,23 +283,37 @@ def estimate_sigma_gaussian(
     Returns:
         The noise standard deviation in the data's units.
     """
-    data = np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)
-    if data.ndim != 3 or min(data.shape) < 10:
-        raise InputError(
-            f"noise estimation needs a 3D volume of at least 10 voxels per side, got {data.shape}"
-        )
     if not 0 < flat_fraction <= 1:
         raise ConfigError(f"flat_fraction must be in (0, 1], got {flat_fraction}")
-    decimated = math.prod(max(0, (n - 2 * len(_DB2_HIGH) + 1) // 2) for n in data.shape)
-    step = 1 if decimated < _DENSE_BELOW else 2
-    coeffs, grid = _finest_diagonal_subband(data, step)
-    gradient = ndimage.gaussian_gradient_magnitude(data, sigma=1.5)[np.ix_(*grid)]
-    eligible = np.ones(coeffs.shape, dtype=bool) if mask is None else np.asarray(mask)[np.ix_(*grid)]
-    # The minimum counts independent coefficients: an undecimated band holds 8 per decimated one.
-    if mask is not None and eligible.sum() < _MIN_COEFFICIENTS * (8 if step == 1 else 1):
-        raise InputError("cannot estimate the noise level: too few usable voxels; give --sigma")
-    flat = eligible & (gradient <= np.quantile(gradient[eligible], flat_fraction))
-    return float(np.median(np.abs(coeffs[flat])) * _MAD_TO_STD)
+    return _WaveletBand(data).sigma(flat_fraction, mask)
+
+
+class _WaveletBand:
+    """The finest diagonal sub-band of a volume and the smoothed gradient at its positions, computed once
+    for several estimates on the same data (:func:`estimate_sigma_tissue` makes four)."""
+
+    def __init__(self, data: np.ndarray | Volume) -> None:
+        data = np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)
+        if data.ndim != 3 or min(data.shape) < 10:
+            raise InputError(
+                f"noise estimation needs a 3D volume of at least 10 voxels per side, got {data.shape}"
+            )
+        decimated = math.prod(max(0, (n - 2 * len(_DB2_HIGH) + 1) // 2) for n in data.shape)
+        self.step = 1 if decimated < _DENSE_BELOW else 2
+        self.coeffs, self.grid = _finest_diagonal_subband(data, self.step)
+        self.gradient = ndimage.gaussian_gradient_magnitude(data, sigma=1.5)[np.ix_(*self.grid)]
+
+    def sigma(self, flat_fraction: float, mask: np.ndarray | None = None) -> float:
+        """MAD sigma of the ``flat_fraction`` flattest coefficients among those where ``mask`` (I, J, K)."""
+        if mask is None:
+            eligible = np.ones(self.coeffs.shape, dtype=bool)
+        else:
+            eligible = np.asarray(mask)[np.ix_(*self.grid)]
+        # The minimum counts independent coefficients: an undecimated band holds 8 per decimated one.
+        if mask is not None and eligible.sum() < _MIN_COEFFICIENTS * (8 if self.step == 1 else 1):
+            raise InputError("cannot estimate the noise level: too few usable voxels; give --sigma")
+        flat = eligible & (self.gradient <= np.quantile(self.gradient[eligible], flat_fraction))
+        return float(np.median(np.abs(self.coeffs[flat])) * _MAD_TO_STD)
 
 
 def estimate_sigma_tissue(data: np.ndarray | Volume, snr: float = _TISSUE_SNR) -> float:
@@ -315,10 +329,11 @@ def estimate_sigma_tissue(data: np.ndarray | Volume, snr: float = _TISSUE_SNR) -
     """
     data = np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)
     smooth = ndimage.gaussian_filter(data, 1.5)
-    sigma = estimate_sigma_gaussian(data)
+    band = _WaveletBand(data)
+    sigma = band.sigma(0.3)  # estimate_sigma_gaussian's default
     for _ in range(3):
         bright = ndimage.binary_erosion(smooth > snr * sigma, iterations=2)
-        sigma = estimate_sigma_gaussian(data, flat_fraction=_TISSUE_FLAT, mask=bright)
+        sigma = band.sigma(_TISSUE_FLAT, bright)
     return sigma
 
 
