@@ -125,6 +125,21 @@ class Task(ABC):
         return None
 
 
+def measurement_residual(
+    operator: torch.nn.Module, restored: np.ndarray, volume: Volume, norm: Normalizer, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a restoration through ``operator`` left unexplained: ``y - A(restored)`` on the measurement's
+    grid, in input units, and ``y`` itself (float64). Should be the input's noise (the discrepancy principle).
+
+    ``restored`` is the output (input units, output grid); A (model units) is the degradation.
+    """
+    x = torch.from_numpy(norm.forward(restored))[None, None].to(device)
+    with torch.no_grad():
+        explained = operator(x)[0, 0].cpu().numpy()
+    data = np.asarray(volume.data, dtype=np.float64)
+    return data - norm.invert(explained, np.float64), data
+
+
 def measurement(volume: Volume, norm: Normalizer, device: torch.device) -> Tensor:
     """The volume in model units, (1, 1, I, J, K) float32 on ``device``."""
     return torch.from_numpy(norm.forward(volume.data))[None, None].to(device)

@@ -22,7 +22,15 @@ from medidiff.io.volume import Volume
 from medidiff.normalize import Normalizer
 from medidiff.restoration.operators import GaussianBlur
 from medidiff.samplers import Denoiser
-from medidiff.tasks.base import Chains, Problem, Task, TaskResult, foreground, measurement
+from medidiff.tasks.base import (
+    Chains,
+    Problem,
+    Task,
+    TaskResult,
+    foreground,
+    measurement,
+    measurement_residual,
+)
 from medidiff.tasks.unknown import DegradationModel, restore_unknown
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -99,3 +107,9 @@ class Deblur(Task):
             generator=chains.generator,
             callback=chains.callback,
         )
+
+    def removed(
+        self, problem: Problem, restored: np.ndarray, volume: Volume, norm: Normalizer
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``y - A(restored)``: with the blur known, what it does not explain should be the input's noise."""
+        return measurement_residual(self.operator, restored, volume, norm, problem.y.device)
