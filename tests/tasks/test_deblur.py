@@ -71,3 +71,33 @@ def test_deblur_chains_average_to_the_closed_form_posterior_mean() -> None:
 def test_fwhm_in_mm_becomes_sigma_in_voxels_per_axis() -> None:
     op = blur_operator(2 * FWHM_PER_SIGMA, (2.0, 1.0, 0.5))
     assert op.spec()["sigma"] == pytest.approx([1.0, 2.0, 4.0])
+
+
+def test_deblur_checks_what_the_known_blur_leaves_unexplained() -> None:
+    """``Deblur.removed`` is input - blur(output) in the input's units: the noise itself when the output is
+    the truth, and the missing detail when the output is too smooth."""
+    import numpy as np
+
+    from medidiff.io.volume import Volume
+    from medidiff.normalize import Normalizer
+    from medidiff.tasks import get_spec
+    from medidiff.tasks.base import Problem
+    from medidiff.tasks.spec import TaskOptions
+
+    rng = np.random.default_rng(0)
+    clean = 100.0 + 40.0 * rng.standard_normal((24, 24, 24))
+    task = get_spec("deblur").load()(TaskOptions(fwhm=2.0))
+    task.operator = blur_operator(2.0, (1.0, 1.0, 1.0))
+    with torch.no_grad():
+        blurred = task.operator(torch.from_numpy(clean)[None, None])[0, 0].numpy()
+    noise = 3.0 * rng.standard_normal(clean.shape)
+    volume = Volume((blurred + noise).astype(np.float32), np.eye(4), {}, "blurred")
+    norm = Normalizer().fit(volume.data)
+    problem = Problem(torch.zeros(1, 1, 24, 24, 24), torch.zeros(1, 1, 24, 24, 24), np.eye(4))
+    removed, measured = task.removed(problem, clean, volume, norm)
+    np.testing.assert_allclose(measured, volume.data, atol=0)
+    assert np.abs(removed - noise).max() < 0.05  # float32 model units: ~1e-5 of the range
+    flat, _ = task.removed(problem, np.full(clean.shape, clean.mean()), volume, norm)
+    # A constant output explains nothing but its level: all the blurred detail is left over.
+    assert np.abs(flat - (volume.data - clean.mean())).max() < 0.05
+    assert flat.std() > 2.5 * noise.std()
