@@ -247,6 +247,19 @@ def _init_weights(core: DiffusionModel, spec: str) -> None:
         )
 
 
+def _resumed_init_record(out_dir: Path) -> dict[str, Any]:
+    """The start a resumed run recorded when it began (its ``model.json``), not what ``init_from`` names now.
+
+    ``run.init_from: default`` names whatever model ships; once a snapshot of this very run has shipped, the
+    default's step count is no longer the count the run started from.
+    """
+    path = Path(out_dir) / "model.json"
+    if not path.is_file():
+        return {}
+    training = json.loads(path.read_text()).get("training", {})
+    return {key: training[key] for key in ("init_from", "init_steps") if key in training}
+
+
 def _init_record(spec: str) -> dict[str, Any]:
     """What a fine-tuned model records of its start: the source and the training steps it had."""
     from medidiff.nets.checkpoint import read_model_config
@@ -305,7 +318,9 @@ def train(cfg: TrainConfig, resume: bool = False, device: str = "auto", quiet: b
         model = DistributedDataParallel(core, device_ids=[local_rank] if device.startswith("cuda") else None)
     optimizer = torch.optim.AdamW(core.net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     step = _initial_step(out_dir, resume, rank, world, core.net, ema, optimizer)
-    init_record = _init_record(cfg.run.init_from) if cfg.run.init_from else {}
+    init_record = _resumed_init_record(out_dir) if resume else {}
+    if not init_record and cfg.run.init_from:
+        init_record = _init_record(cfg.run.init_from)
 
     def lr_at(s: int) -> float:
         return learning_rate(cfg.optim, s)

@@ -87,6 +87,20 @@ def test_a_run_can_start_from_an_exported_model(trained, tmp_path: Path) -> None
     training = json.loads(tuned.with_suffix(".json").read_text())["training"]
     assert training["init_from"] == str(source) and training["steps"] == 1
     assert training["init_steps"] == TRAINED_STEPS
+    # Resumed after the source was replaced (as when a snapshot of this run ships as the default), the run
+    # still records the start it began from, not the replacement's step count.
+    source_json = source.with_suffix(".json")
+    original = source_json.read_text()
+    try:
+        replaced = json.loads(original)
+        replaced["training"]["steps"] = 12345
+        source_json.write_text(json.dumps(replaced))
+        overrides = {"optim.lr": "0.0", "run.init_from": str(source)}
+        resumed = train(_config(tmp_path, steps=2, **overrides), resume=True, quiet=True)
+    finally:
+        source_json.write_text(original)
+    training = json.loads(resumed.with_suffix(".json").read_text())["training"]
+    assert training["steps"] == 2 and training["init_steps"] == TRAINED_STEPS
     # A source of another shape (the embedded default: wider channels, 48^3 patches) is refused clearly.
     other = _config(tmp_path / "other", steps=1, **{"run.init_from": "default"})
     with pytest.raises(ModelError, match="network differs"):
