@@ -44,6 +44,7 @@ _TRUNC_M2 = 2.0 - _TAU**2 * math.exp(-(_TAU**2) / 2) / (1.0 - math.exp(-(_TAU**2
 _MAX_KS = 0.1  # largest KS distance from the truncated Rayleigh law still accepted as air
 _RAYLEIGH_STD = math.sqrt(2.0 - math.pi / 2.0)  # std of Rayleigh(1)
 _MIN_COEFFICIENTS = 500  # wavelet coefficients a restricted estimate must rest on
+_FLAT_FRACTION = 0.3  # of the sub-band, the flattest coefficients the Gaussian estimate keeps
 _DENSE_BELOW = 10_000  # decimated sub-band coefficients under which the undecimated band is used
 AIR_RATIO_MIN = 0.8  # air whose fine-scale noise is at least this fraction of a Rayleigh fit's is air
 AGREEMENT = 0.3  # air and tissue estimates within 30% of each other agree
@@ -259,7 +260,7 @@ def _finest_diagonal_subband(data: np.ndarray, step: int = 2) -> tuple[np.ndarra
 
 
 def estimate_sigma_gaussian(
-    data: np.ndarray | Volume, flat_fraction: float = 0.3, mask: np.ndarray | None = None
+    data: np.ndarray | Volume, flat_fraction: float = _FLAT_FRACTION, mask: np.ndarray | None = None
 ) -> float:
     """Standard deviation of additive white Gaussian noise in a 3D volume.
 
@@ -298,7 +299,8 @@ class _WaveletBand:
             raise InputError(
                 f"noise estimation needs a 3D volume of at least 10 voxels per side, got {data.shape}"
             )
-        decimated = math.prod(max(0, (n - 2 * len(_DB2_HIGH) + 1) // 2) for n in data.shape)
+        taps = len(_DB2_HIGH)  # the positions _finest_diagonal_subband keeps at step 2
+        decimated = math.prod(len(range(taps, n - taps, 2)) for n in data.shape)
         self.step = 1 if decimated < _DENSE_BELOW else 2
         self.coeffs, self.grid = _finest_diagonal_subband(data, self.step)
         self.gradient = ndimage.gaussian_gradient_magnitude(data, sigma=1.5)[np.ix_(*self.grid)]
@@ -330,7 +332,7 @@ def estimate_sigma_tissue(data: np.ndarray | Volume, snr: float = _TISSUE_SNR) -
     data = np.asarray(data.data if isinstance(data, Volume) else data, dtype=np.float64)
     smooth = ndimage.gaussian_filter(data, 1.5)
     band = _WaveletBand(data)
-    sigma = band.sigma(0.3)  # estimate_sigma_gaussian's default
+    sigma = band.sigma(_FLAT_FRACTION)  # estimate_sigma_gaussian's own estimate
     for _ in range(3):
         bright = ndimage.binary_erosion(smooth > snr * sigma, iterations=2)
         sigma = band.sigma(_TISSUE_FLAT, bright)
