@@ -105,8 +105,13 @@ class Case:
         return f"{self.volume.name}__{self.degradation.name}"
 
     def digest(self, model: str) -> str:
-        """A hash of everything that determines this case's results (for resuming)."""
-        payload = {"volume": asdict(self.volume), "degradation": asdict(self.degradation), "model": model}
+        """A hash of everything that determines this case's results (for resuming): not its labels or
+        targets, which only change the report (a stricter margin must not rerun an hour of baselines)."""
+        volume, degradation = asdict(self.volume), asdict(self.degradation)
+        for fields in (volume, degradation):
+            fields.pop("label")
+        degradation.pop("targets")
+        payload = {"volume": volume, "degradation": degradation, "model": model}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

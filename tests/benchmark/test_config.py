@@ -73,3 +73,20 @@ def test_repository_configs_load_from_another_directory(
             pytest.skip(f"a held-out volume is not on this machine: {exc}")
         raise
     assert all(Path(v.path).is_file() for v in config.volumes)
+
+
+def test_case_digest_ignores_targets_and_labels_only() -> None:
+    """Resuming keys on what determines results: a new margin or label keeps them, a new seed does not."""
+    import copy
+
+    case = load_config(REPO / "configs" / "bench" / "targets.yaml").cases()[0]
+    base = case.digest("default")
+    relabelled = copy.deepcopy(case)
+    relabelled.degradation.targets[0].margin += 0.3
+    relabelled.degradation.label += " (renamed)"
+    relabelled.volume.label += " (renamed)"
+    assert relabelled.digest("default") == base
+    reseeded = copy.deepcopy(case)
+    reseeded.degradation.seed += 1
+    assert reseeded.digest("default") != base
+    assert case.digest("other model") != base
