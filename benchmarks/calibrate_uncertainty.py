@@ -1,22 +1,29 @@
-"""Fit the uncertainty maps' per-task scales on development volumes.
+"""Fit the uncertainty maps' per-task calibrations on development volumes.
 
 ``python -m benchmarks.calibrate_uncertainty [--write]``.
 
 Runs the development cases of ``configs/bench/calibration_dev.yaml`` (development volumes only, never
-benchmark volumes) with the model's default settings, pools ``|error| / std`` over the restored region of
-every case of a task (the missing voxels for inpainting, the foreground otherwise) and fits the conformal
-scale of :func:`medidiff.uncertainty.fit_scale` (±2 scaled std covers 95.4% of the development voxels).
-Prints, per case, the raw map's coverage and correlation, and the coverage with the fitted scale.
-``--write`` stores the scales in the model's JSON (``uncertainty_scale``), the file that ships the model.
+benchmark volumes) with the model's default settings and without its stored calibration (a copy of the
+model without ``uncertainty_scale``: the chains' raw spread). Per task, the spread is pooled and banded as
+:data:`FORMS` says (:class:`medidiff.uncertainty.Calibration`), and each band gets the conformal scale of
+:func:`medidiff.uncertainty.fit_bands` over the restored region of every case of the task (the missing
+voxels for inpainting, the foreground otherwise): ±2 calibrated std covers 95.4% of the development voxels
+of the band. Prints, per case, the raw map's coverage and correlation, the calibrated one's, and the
+calibrated one's with the scales refitted without that case's volume (leave one volume out: how the fit
+carries to a volume it has not seen). ``--write`` stores the calibrations in the model's JSON
+(``uncertainty_scale``), the file that ships the model.
 
-The benchmark (``make bench``, configs/bench/targets.yaml) then checks the scaled maps on benchmark volumes.
+The benchmark (``make bench``, configs/bench/targets.yaml) then checks the calibrated maps on benchmark
+volumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +32,121 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "bench" / "calibration_dev.yaml"
 
+# How each task's map is calibrated. Chosen on the development cases (stop 31, leave one volume out):
+# inpainting's error grows with the distance to the known voxels while the chains' spread does not, so
+# its scales are banded by that distance; averaging the variance over 2 voxels steadies 4 chains' std.
+FORMS: dict[str, dict[str, Any]] = {
+    "inpaint": {"pool": 2.0, "feature": "distance_to_known", "edges": (1.5, 2.5, 3.5, 5.5)},
+}
+PLAIN: dict[str, Any] = {"pool": 0.0}  # any other task: one scale on the raw spread
+
+
+def uncalibrated_copy(model: str, folder: Path) -> str:
+    """A copy of ``model`` (weights and JSON) in ``folder`` without stored calibrations; its path."""
+    from medidiff.nets.checkpoint import _model_paths
+
+    weights, config_path = _model_paths(model)
+    target = folder / "uncalibrated.safetensors"
+    shutil.copy(weights, target)
+    config = json.loads(Path(config_path).read_text())
+    config.pop("uncertainty_scale", None)
+    target.with_suffix(".json").write_text(json.dumps(config))
+    return str(target)
+
+
+def strata_of(data: Any, task: str, options: dict[str, Any]) -> Any:
+    """The task's calibration strata for a case, from the task itself (what restore() would use)."""
+    from medidiff.benchmark.methods import medidiff_kwargs
+    from medidiff.tasks import get_spec
+    from medidiff.tasks.spec import TaskOptions
+
+    kwargs = medidiff_kwargs(data, task, options)
+    kwargs.pop("task")
+    fields = TaskOptions.__dataclass_fields__
+    job = get_spec(task).load()(TaskOptions(**{k: v for k, v in kwargs.items() if k in fields}))
+    job.check(data.degraded)
+    return job.calibration_strata()
+
 
 def collect(
     model: str, config_path: Path = CONFIG, samples: int | None = None, only: str | None = None
 ) -> list[dict[str, Any]]:
-    """Run every development case; each record: case, calibration key, errors and raw stds in the region."""
+    """Run every development case with the uncalibrated model; each record: case, volume, calibration key,
+    and over the scored region the errors, the pooled spread and the banding feature of the key's form."""
     from medidiff.benchmark.cases import prepare_case
     from medidiff.benchmark.config import load_config
     from medidiff.benchmark.methods import run_medidiff
     from medidiff.errors import MedidiffError
     from medidiff.metrics import foreground_mask
-    from medidiff.uncertainty import calibration_key
+    from medidiff.uncertainty import calibration_key, pool_spread
 
     config = load_config(config_path)
     records = []
-    for case in config.cases():
-        if only and only not in case.id:
-            continue
-        data = prepare_case(case)
-        options = dict(case.degradation.medidiff) | ({"samples": samples} if samples else {})
-        try:
-            result = run_medidiff(data, case.degradation.task, options, model)
-        except MedidiffError as exc:  # one case that cannot run must not lose the others
-            print(f"skipped {case.id}: {exc}", file=sys.stderr, flush=True)
-            continue
-        info = result.info
-        if result.uncertainty is None:
-            continue
-        used = float(info.get("uncertainty", {}).get("scale", 1.0))
-        reference = np.asarray(data.reference.data, np.float64)
-        region = data.missing if case.degradation.region == "missing" else foreground_mask(reference)
-        region = np.asarray(region, bool)
-        records.append(
-            {
-                "case": f"{case.volume.name} {case.degradation.name}",
-                "key": calibration_key(str(info["task"]), info.get("degradation")),
-                "error": (np.asarray(result.output, np.float64) - reference)[region],
-                "std": np.asarray(result.uncertainty, np.float64)[region] / used,  # the chains' own spread
-                "evaluations": result.network_evaluations,
-            }
-        )
-        print(f"ran {records[-1]['case']} ({result.seconds:.0f} s)", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        raw_model = uncalibrated_copy(model, Path(folder))
+        for case in config.cases():
+            if only and only not in case.id:
+                continue
+            data = prepare_case(case)
+            task = case.degradation.task
+            options = dict(case.degradation.medidiff) | ({"samples": samples} if samples else {})
+            try:
+                result = run_medidiff(data, task, options, raw_model)
+            except MedidiffError as exc:  # one case that cannot run must not lose the others
+                print(f"skipped {case.id}: {exc}", file=sys.stderr, flush=True)
+                continue
+            if result.uncertainty is None:
+                continue
+            key = calibration_key(str(result.info["task"]), result.info.get("degradation"))
+            form = FORMS.get(key, PLAIN)
+            strata = strata_of(data, task, options)
+            raw = np.asarray(result.uncertainty, np.float64)
+            pooled = (
+                pool_spread(raw, None if strata is None else strata.region, form["pool"])
+                if form["pool"]
+                else raw
+            )
+            reference = np.asarray(data.reference.data, np.float64)
+            region = data.missing if case.degradation.region == "missing" else foreground_mask(reference)
+            region = np.asarray(region, bool)
+            feature = form.get("feature")
+            records.append(
+                {
+                    "case": f"{case.volume.name} {case.degradation.name}",
+                    "volume": case.volume.name,
+                    "key": key,
+                    "error": (np.asarray(result.output, np.float64) - reference)[region],
+                    "raw": raw[region],
+                    "spread": pooled[region],
+                    "feature": None if feature is None else np.asarray(strata.features[feature])[region],
+                    "evaluations": result.network_evaluations,
+                }
+            )
+            print(f"ran {records[-1]['case']} ({result.seconds:.0f} s)", file=sys.stderr, flush=True)
     return records
+
+
+def fit(records: list[dict[str, Any]], key: str, exclude: str | None = None) -> Any:
+    """The key's :class:`~medidiff.uncertainty.Calibration` fitted on its records (without volume
+    ``exclude``)."""
+    from medidiff.uncertainty import Calibration, fit_bands
+
+    mine = [r for r in records if r["key"] == key and r["volume"] != exclude]
+    form = FORMS.get(key, PLAIN)
+    edges = tuple(form.get("edges", ()))
+    feature = np.concatenate([r["feature"] for r in mine]) if edges else None
+    scales = fit_bands(
+        np.concatenate([r["error"] for r in mine]),
+        np.concatenate([r["spread"] for r in mine]),
+        feature,
+        edges,
+    )
+    return Calibration(tuple(round(s, 3) for s in scales), edges, form.get("feature"), form["pool"])
+
+
+def calibrated_spread(record: dict[str, Any], calibration: Any) -> np.ndarray:
+    """The record's spread under ``calibration`` (its scales applied per band)."""
+    return record["spread"] * calibration.scale_at({str(calibration.feature): record["feature"]})
 
 
 def montage(
@@ -103,8 +183,9 @@ def check(
     folder: Path, model: str, montage_case: str | None = None, montage_path: Path | None = None
 ) -> None:
     """Score the saved medidiff outputs and raw uncertainty maps of a benchmark run (``folder``: its --out,
-    run with a copy of the model without scales) with ``model``'s scales: raw and calibrated coverage and the
-    correlation, per case, over the region the benchmark scores."""
+    run with a copy of the model without calibrations: :func:`uncalibrated_copy`) with ``model``'s
+    calibrations: raw and calibrated coverage and the correlation, per case, over the region the benchmark
+    scores."""
     import nibabel as nib
 
     from medidiff.benchmark.cases import load_saved_case
@@ -112,14 +193,12 @@ def check(
     from medidiff.benchmark.worker import OUTPUT_NAME, UNCERTAINTY_NAME
     from medidiff.metrics import foreground_mask
     from medidiff.nets.checkpoint import read_model_config
-    from medidiff.uncertainty import calibration_key, scale_for
+    from medidiff.uncertainty import calibration_for, calibration_key
 
     config = read_model_config(model)
     cases = {c.id: c for c in load_config(ROOT / "configs" / "bench" / "targets.yaml").cases()}
-    print(
-        "| benchmark case | raw ±1 / ±2 / ±3 std | corr(std, abs error) | scale | calibrated ±1 / ±2 / ±3 |"
-    )
-    print("|---|---|---|---|---|")
+    print("| benchmark case | raw ±1 / ±2 / ±3 std, corr | calibrated ±1 / ±2 / ±3 std, corr |")
+    print("|---|---|---|")
     for case_dir in sorted((folder / "cases").iterdir()):
         std_path = case_dir / UNCERTAINTY_NAME.format(method="medidiff")
         if case_dir.name not in cases or not std_path.exists():
@@ -135,15 +214,17 @@ def check(
         region = np.asarray(region, bool)
         medidiff_options = dict(case.degradation.medidiff)
         key = calibration_key(case.degradation.task, medidiff_options.get("degradation"))
-        scale = scale_for(config, key) or 1.0
-        error, spread = (output - reference)[region], std[region]
-        raw, calibrated = _coverage(error, spread, 1.0), _coverage(error, spread, scale)
+        calibration = calibration_for(config, key)
+        strata = strata_of(data, case.degradation.task, medidiff_options)
+        calibrated_std = calibration.apply(std, strata) if calibration else std
+        error = (output - reference)[region]
+        raw, calibrated = _coverage(error, std[region], 1.0), _coverage(error, calibrated_std[region], 1.0)
         if montage_path is not None and case.id == montage_case and data.missing is not None:
-            title = f"{case.volume.label}: inpainting, calibrated scale {scale:.2f} (cyan: missing voxels)"
-            montage(montage_path, reference, output, scale * std, np.asarray(data.missing, bool), title)
+            title = f"{case.volume.label}: inpainting, calibrated (cyan: missing voxels)"
+            montage(montage_path, reference, output, calibrated_std, np.asarray(data.missing, bool), title)
         print(
-            f"| {case.id} | {raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%} | {raw[3]:.2f} | {scale:.2f} | "
-            f"{calibrated[0]:.1%} / {calibrated[1]:.1%} / {calibrated[2]:.1%} |",
+            f"| {case.id} | {raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%}, {raw[3]:.2f} | "
+            f"{calibrated[0]:.1%} / {calibrated[1]:.1%} / {calibrated[2]:.1%}, {calibrated[3]:.2f} |",
             flush=True,
         )
 
@@ -157,7 +238,6 @@ def _coverage(error: np.ndarray, std: np.ndarray, scale: float) -> tuple[float, 
 
 def main(argv: list[str] | None = None) -> int:
     from medidiff.nets.checkpoint import _model_paths
-    from medidiff.uncertainty import fit_scale
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -174,30 +254,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and args.samples:
         parser.error("--write fits the task's default settings")
     records = collect(args.model, samples=args.samples, only=args.only)
-    scales = {}
-    for key in sorted({r["key"] for r in records}):
-        mine = [r for r in records if r["key"] == key]
-        scales[key] = round(
-            fit_scale(np.concatenate([r["error"] for r in mine]), np.concatenate([r["std"] for r in mine])), 3
-        )
+    calibrations = {key: fit(records, key) for key in sorted({r["key"] for r in records})}
     print(
-        "| case | evaluations | raw ±1 / ±2 / ±3 std | corr(std, abs error) | scale | scaled ±1 / ±2 / ±3 |"
+        "| case | evaluations | raw ±1 / ±2 / ±3 std, corr | calibrated ±1 / ±2 / ±3 std, corr | "
+        "fitted without this volume: ±2 std, corr |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for r in records:
-        raw = _coverage(r["error"], r["std"], 1.0)
-        scaled = _coverage(r["error"], r["std"], scales[r["key"]])
-        print(
-            f"| {r['case']} | {r['evaluations']} | {raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%} | "
-            f"{raw[3]:.2f} | {scales[r['key']]:.2f} | {scaled[0]:.1%} / {scaled[1]:.1%} / {scaled[2]:.1%} |"
+        raw = _coverage(r["error"], r["raw"], 1.0)
+        calibrated = _coverage(r["error"], calibrated_spread(r, calibrations[r["key"]]), 1.0)
+        others = [o for o in records if o["key"] == r["key"] and o["volume"] != r["volume"]]
+        held = (
+            _coverage(r["error"], calibrated_spread(r, fit(records, r["key"], r["volume"])), 1.0)
+            if others
+            else None
         )
+        held_text = f"{held[1]:.1%}, {held[3]:.2f}" if held else "(no other volume)"
+        print(
+            f"| {r['case']} | {r['evaluations']} | "
+            f"{raw[0]:.1%} / {raw[1]:.1%} / {raw[2]:.1%}, {raw[3]:.2f} | "
+            f"{calibrated[0]:.1%} / {calibrated[1]:.1%} / {calibrated[2]:.1%}, {calibrated[3]:.2f} | "
+            f"{held_text} |"
+        )
+    scales = {key: c.to_config() for key, c in calibrations.items()}
     print(json.dumps({"uncertainty_scale": scales}))
     if args.write:
         _, config_path = _model_paths(args.model)
         config = json.loads(Path(config_path).read_text())
         config["uncertainty_scale"] = {**config.get("uncertainty_scale", {}), **scales}  # the keys fitted now
         Path(config_path).write_text(json.dumps(config, indent=2) + "\n")
-        print(f"wrote the scales into {config_path}", file=sys.stderr)
+        print(f"wrote the calibrations into {config_path}", file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ from medidiff.io.volume import Volume
 from medidiff.normalize import Normalizer
 from medidiff.tasks import TaskOptions, get_spec
 from medidiff.tasks.base import Chains, TaskResult
-from medidiff.uncertainty import calibration_key, scale_for
+from medidiff.uncertainty import Strata, calibration_for, calibration_key
 
 _MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
 
@@ -170,7 +170,8 @@ def restore(
     for part in (problem.info, result.info, extra):
         info.update(part)
     info.update(seconds=time.perf_counter() - start, network_evaluations=den.stats.calls)
-    out, uncertainty = _output_volumes(vol, restored, result, problem.affine, norm, info, net.config)
+    strata = job.calibration_strata() if result.std is not None else None
+    out, uncertainty = _output_volumes(vol, restored, result, problem.affine, norm, info, net.config, strata)
     return RestoreResult(out, uncertainty, info) if full_result else like_input(out, kind, volume)
 
 
@@ -197,24 +198,28 @@ def _output_volumes(
     norm: Normalizer,
     info: dict,
     config: dict[str, Any],
+    strata: Strata | None = None,
 ) -> tuple[Volume, Volume | None]:
-    """The restored volume (in the input's dtype) and the uncertainty (float32, input units) as Volumes."""
+    """The restored volume (in the input's dtype) and the uncertainty (float32, input units) as Volumes;
+    ``strata``: the task's calibration context (:meth:`medidiff.tasks.base.Task.calibration_strata`)."""
     meta = {**vol.meta, "dtype": str(np.asarray(vol.data).dtype), "restoration": info}
     data = in_input_dtype(restored, np.asarray(vol.data).dtype)
     out = Volume(data, affine, meta, source=f"medidiff {info['task']} of {vol.source}")
     if result.std is None:
         return out, None
     std = result.std[0, 0].cpu().numpy() / norm.scale
-    # The chains' spread understates the error: the model's per-task scale, fitted on development volumes
-    # (medidiff.uncertainty); a model or task without one reports the raw spread, marked uncalibrated.
+    # The chains' spread understates the error: the model's per-task calibration, fitted on development
+    # volumes (medidiff.uncertainty); a model or task without one reports the raw spread, marked uncalibrated.
     key = calibration_key(info["task"], info.get("degradation"))
-    scale = scale_for(config, key)
-    info["uncertainty"] = {
-        "key": key,
-        "scale": scale if scale is not None else 1.0,
-        "calibrated": scale is not None,
-    }
-    std = (std * (scale if scale is not None else 1.0)).astype(np.float32)
+    calibration = calibration_for(config, key)
+    if calibration is None:
+        info["uncertainty"] = {"key": key, "scale": 1.0, "calibrated": False}
+    else:
+        described = calibration.to_config()
+        info["uncertainty"] = {"key": key, "calibrated": True}
+        info["uncertainty"].update(described if isinstance(described, dict) else {"scale": described})
+        std = calibration.apply(std, strata)
+    std = std.astype(np.float32)
     return out, Volume(std, affine, {**meta, "dtype": "float32"}, source=f"uncertainty of {vol.source}")
 
 

@@ -30,6 +30,7 @@ from medidiff.normalize import Normalizer
 from medidiff.samplers import Conditioning, Denoiser, Sampler, StepContext
 from medidiff.samplers.base import renoise
 from medidiff.tasks.spec import TaskOptions, TaskSpec
+from medidiff.uncertainty import Strata
 
 Callback = Callable[[StepContext], None]
 
@@ -121,6 +122,15 @@ class Task(ABC):
         (:mod:`medidiff.restoration.consistency`): (removed, the input it was removed from), input units.
 
         None: the task has no part that should be noise (inpainting copies the known voxels back).
+        """
+        return None
+
+    def calibration_strata(self) -> Strata | None:
+        """Where the uncertainty map's calibration (:class:`medidiff.uncertainty.Calibration`) applies (known
+        after ``check``): the restored region and the per-voxel features its scales may be banded by, on the
+        output grid.
+
+        None: every voxel, no features (a calibration of one scale).
         """
         return None
 

@@ -33,6 +33,7 @@ from medidiff.tasks.base import (
     run_chains,
     start_time,
 )
+from medidiff.uncertainty import Strata, distance_to_known
 
 
 def inpaint(
@@ -119,6 +120,11 @@ class Inpaint(Task):
             callback=chains.callback,
             start_ratio=ratio,
         )
+
+    def calibration_strata(self) -> Strata:
+        """The missing voxels, banded by their distance to the nearest known voxel (the error grows with it
+        while the chains' spread does not: medidiff.uncertainty)."""
+        return Strata(self.missing, {"distance_to_known": distance_to_known(self.missing)})
 
     def finish(
         self, problem: Problem, result: TaskResult, volume: Volume, norm: Normalizer
