@@ -10,6 +10,7 @@ the result in the input's dtype, geometry and kind.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,9 +70,15 @@ def get_model(spec: Any, device: torch.device, backend: str = "torch", quiet: bo
         model = _MODEL_CACHE[key]
     if runtime == "torch":
         return model
-    from medidiff.inference.openvino_backend import OpenVINOModel
+    from medidiff.inference.openvino_backend import OpenVINOModel, model_digest
 
-    key = (str(spec) if not isinstance(spec, DiffusionModel) else f"id:{id(spec)}", str(device), runtime)
+    # A loaded model is named by its weights and config, not id(spec): ids are reused once a model is freed,
+    # which handed a freed model's compiled network to a new one. The thread count is part of the key
+    # because the compiled network keeps the one it was built with (and bf16 sums differ with it).
+    name = str(spec)
+    if isinstance(spec, DiffusionModel):
+        name = f"{model_digest(model)}:{json.dumps(model.config, sort_keys=True, default=str)}"
+    key = (name, str(device), runtime, torch.get_num_threads())
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = OpenVINOModel(model, quiet=quiet)
     return _MODEL_CACHE[key]

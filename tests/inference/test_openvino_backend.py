@@ -127,3 +127,34 @@ def test_openvino_is_used_without_its_usage_reporting(tmp_path: Path) -> None:
     assert done.stdout.strip() == "True"
     assert not (tmp_path / "intel").exists()
     assert (tmp_path / "cache" / "openvino").is_dir()
+
+
+def test_loaded_models_are_cached_by_weights_and_threads_not_identity() -> None:
+    """get_model on a loaded model: the same weights and config give the same compiled network, other
+    weights (a model fine-tuned in place, or a new object that may reuse a freed one's id) a new one, and
+    so does another torch thread count (the compiled network keeps the one it was built with)."""
+    from medidiff.inference.pipeline import get_model
+
+    torch.manual_seed(0)
+    model = _trained_like()
+    cpu = torch.device("cpu")
+    first = get_model(model, cpu, "openvino")
+    assert get_model(model, cpu, "openvino") is first
+    assert get_model(_trained_like_copy(model), cpu, "openvino") is first  # equal weights, another object
+    with torch.no_grad():
+        model.net.conv_in.conv.bias.add_(0.1)
+    assert get_model(model, cpu, "openvino") is not first
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        other = get_model(model, cpu, "openvino")
+        assert other.threads == threads + 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trained_like_copy(model: DiffusionModel) -> DiffusionModel:
+    copy = build_tiny_model(0)
+    copy.net.load_state_dict(model.net.state_dict())
+    copy.bf16 = model.bf16
+    return copy
