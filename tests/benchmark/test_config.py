@@ -79,10 +79,12 @@ def test_case_digest_ignores_targets_and_labels_only() -> None:
     """Resuming keys on what determines results: a new margin or label keeps them, a new seed does not."""
     import copy
 
-    case = load_config(REPO / "configs" / "bench" / "targets.yaml").cases()[0]
+    from medidiff.benchmark.config import Target
+
+    case = load_config(REPO / "configs" / "bench" / "quick.yaml").cases()[0]  # the bundled sample: CI has it
     base = case.digest("default")
     relabelled = copy.deepcopy(case)
-    relabelled.degradation.targets[0].margin += 0.3
+    relabelled.degradation.targets.append(Target("psnr", "bm4d", 0.3))
     relabelled.degradation.label += " (renamed)"
     relabelled.volume.label += " (renamed)"
     assert relabelled.digest("default") == base
