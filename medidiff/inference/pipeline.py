@@ -27,7 +27,7 @@ from medidiff.tasks import TaskOptions, get_spec
 from medidiff.tasks.base import Chains, TaskResult
 from medidiff.uncertainty import Strata, calibration_for, calibration_key
 
-_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
+_MODEL_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
 @dataclass
@@ -78,10 +78,10 @@ def get_model(spec: Any, device: torch.device, backend: str = "torch", quiet: bo
     name = str(spec)
     if isinstance(spec, DiffusionModel):
         name = f"{model_digest(model)}:{json.dumps(model.config, sort_keys=True, default=str)}"
-    key = (name, str(device), runtime, torch.get_num_threads())
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = OpenVINOModel(model, quiet=quiet)
-    return _MODEL_CACHE[key]
+    compiled = (name, str(device), runtime, torch.get_num_threads())
+    if compiled not in _MODEL_CACHE:
+        _MODEL_CACHE[compiled] = OpenVINOModel(model, quiet=quiet)
+    return _MODEL_CACHE[compiled]
 
 
 def restore(
