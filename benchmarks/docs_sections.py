@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from medidiff.benchmark.config import BenchConfig
-from medidiff.benchmark.report import check_targets, machine_line, markdown_table, targets_table
+from medidiff.benchmark.report import (
+    calibration_table,
+    check_targets,
+    machine_line,
+    markdown_table,
+    targets_table,
+)
 from medidiff.fsutil import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +54,8 @@ def _command(config: BenchConfig) -> str:
 
 
 def config_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, image_dir: str) -> str:
-    """The docs/benchmarks.md section of a benchmark run: what it measures, the table, the targets.
+    """The docs/benchmarks.md section of a benchmark run: what it measures, the table, the uncertainty maps'
+    calibration (when a method reports one), the targets.
 
     Args:
         config: the benchmark.
@@ -66,6 +73,10 @@ def config_section(config: BenchConfig, rows: list[dict[str, Any]], model: str, 
     if config.description:
         lines += [config.description.strip(), ""]
     text = "\n".join(lines).rstrip() + "\n\n" + markdown_table(rows, links)
+    calibrated = calibration_table(rows)
+    if calibrated:
+        text += "\nThe uncertainty maps (`--samples K --uncertainty`), calibrated as the model card says:\n\n"
+        text += calibrated
     checks = check_targets(config, rows)
     if checks:
         met = sum(c["passed"] for c in checks)

@@ -36,6 +36,18 @@ def test_config_section_of_a_repository_config(tiny_model: Path) -> None:
     assert "--config configs/bench/quick.yaml` (" in text
     assert "([montage](img/bench/quick/sample__denoise-gaussian-5.png))" in text
     assert "| **30.00** |" in text
+    assert "within ±2 std" not in text  # no method reported a spread
+
+
+def test_config_section_shows_the_uncertainty_calibration(tiny_model: Path) -> None:
+    config = load_config(REPO / "configs" / "bench" / "quick.yaml")
+    row: dict[str, Any] = {k: None for k in COLUMNS}
+    row.update(case="sample__inpaint", volume="sample", label="MNI", degradation="inpaint", error="")
+    row.update(method="medidiff", psnr=30.0, ssim=0.9, region="missing", seconds=1.0)
+    row.update(coverage_1=0.7, coverage_2=0.953, coverage_3=0.996, std_error_corr=0.512)
+    text = config_section(config, [row], str(tiny_model), "img/bench/quick")
+    assert "| MNI: inpaint | medidiff | 70.0% | 95.3% | 99.6% | 0.51 |" in text
+    assert text.index("within ±2 std") > text.index("| MNI: inpaint ([montage]")
 
 
 def test_run_all_finds_the_marked_configs_and_the_scripts() -> None:
