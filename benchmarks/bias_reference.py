@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=RUN, help="a targets benchmark run's --out folder")
     parser.add_argument(
-        "--output", nargs=3, action="append", default=[], metavar=("CASE", "LABEL", "PATH"),
+        "--output",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("CASE", "LABEL", "PATH"),
         help="another output of a case to score (repeatable)",
     )
     args = parser.parse_args(argv)
