@@ -159,7 +159,7 @@ def test_pooling_averages_the_variance_within_the_region_only() -> None:
 
 
 def test_distance_to_known_in_closed_form() -> None:
-    """A missing slice is 1 voxel from the known ones everywhere; a 5^3 cube's centre is 3 from its outside."""
+    """A missing slice is 1 voxel from the known ones everywhere; a 5^3 cube's centre is 3 from outside."""
     slab = np.zeros((9, 9, 9), bool)
     slab[:, :, 4] = True
     np.testing.assert_array_equal(distance_to_known(slab)[slab], 1.0)

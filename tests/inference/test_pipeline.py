@@ -111,6 +111,11 @@ def test_task_defaults_stay_within_about_50_evaluations_and_are_applied(
     ratio = DEFAULTS["restore"].start_ratio
     assert bias.info["t_start"] == pytest.approx(float(sde.t_from_noise_ratio(ratio)))
     assert bias.info["network_evaluations"] == DEFAULTS["restore"].samples * 2
+    assert "consistency" not in bias.info  # a fitted bias field is not checked (tasks/unknown.py)
+    blur = medidiff.restore(
+        noisy, "restore", degradation="blur", steps=1, model=tiny_model_path, progress=False, full_result=True
+    )
+    assert set(blur.info["consistency"]) >= {"noise_ratio", "structure", "ok"}  # blur alone is
 
 
 def test_api_returns_the_input_kind(noisy: Volume, tiny_model_path: Path) -> None:

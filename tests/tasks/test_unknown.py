@@ -129,3 +129,44 @@ def test_slices_degradation_needs_a_thick_axis() -> None:
 def test_old_spelling_slices_builds_the_same_degradation() -> None:
     old = build_degradation(["slices"], air_offset=OFFSET, slice_axis=2, factor=2)
     assert list(old.parts) == ["thick-slices"]
+
+
+# ----------------------------------------------------------------------------- the consistency check
+def test_blur_alone_is_checked_against_the_fitted_blur_and_a_bias_field_is_not() -> None:
+    """restore with --degradation blur runs deblurring's check with the blur GDP fitted: with the true width
+    and the true volume, what is left unexplained is exactly the noise and passes; an over-sharpened result
+    leaves structure and is flagged. A bias field (smooth residuals even when right) is not checked."""
+    import numpy as np
+    from scipy import ndimage
+
+    from medidiff.io.volume import Volume
+    from medidiff.normalize import Normalizer
+    from medidiff.restoration.consistency import check_removed
+    from medidiff.tasks import get_spec
+    from medidiff.tasks.spec import TaskOptions
+
+    u = np.linspace(-1, 1, 32)
+    x, y, z = np.meshgrid(u, u, u, indexing="ij")
+    r = np.sqrt(x**2 + y**2 + z**2)
+    truth = (400 * (r < 0.8) + 300 * ((x > 0.1) & (r < 0.8)) + 200 * (r < 0.3)).astype(np.float64)
+    noise = np.random.default_rng(0).normal(0, 5.0, truth.shape)
+    with torch.no_grad():
+        blurred = GaussianBlur(1.5)(torch.from_numpy(truth)[None, None])[0, 0].numpy()
+    volume = Volume((blurred + noise).astype(np.float32), np.eye(4))
+    norm = Normalizer().fit(np.asarray(volume.data))
+    task = get_spec("restore").load()(TaskOptions(degradation="blur"))
+    task.check(volume)
+    problem = task.prepare(volume, norm, torch.device("cpu"), (16, 16, 16))
+    with torch.no_grad():
+        task.model.operator.sigma.fill_(1.5)  # as if GDP had fitted the true width
+    removed, data = task.removed(problem, truth, volume, norm)
+    assert np.abs(removed - noise).max() < 0.05  # float32 rounding of a 900-unit volume
+    assert check_removed(removed, data).ok
+    sharpened = truth + 3.0 * (truth - ndimage.gaussian_filter(truth, 1.0))
+    flagged = check_removed(*task.removed(problem, sharpened, volume, norm))
+    assert not flagged.ok and flagged.problem is not None
+
+    bias = get_spec("restore").load()(TaskOptions(degradation="bias"))
+    bias.check(volume)
+    bias_problem = bias.prepare(volume, norm, torch.device("cpu"), (16, 16, 16))
+    assert bias.removed(bias_problem, truth, volume, norm) is None
