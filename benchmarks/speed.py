@@ -21,7 +21,8 @@ Measures, in one run:
 
 Writes the ``speed`` section of docs/benchmarks.md::
 
-    .venv/bin/python benchmarks/speed.py [--model default|PATH] [--threads 2] [--skip-bm4d] [--small]
+    .venv/bin/python benchmarks/speed.py [--model default|PATH] [--threads 2] [--skip-bm4d] [--skip-rss]
+                                         [--small]
 
 ``--small`` shrinks every size (for a smoke run); its numbers are not comparable.
 """
@@ -355,8 +356,11 @@ def render(results: dict[str, Any], model: str, small: bool) -> str:
                     f"{r['network_evaluations']} |"
                 )
     rss_size = " x ".join(map(str, results["rss_shape"]))
-    lines += ["", f"Peak RSS for a {rss_size} volume (a fresh process per task, default backend):", ""]
-    lines += ["| task | steps | seconds | peak RSS (GiB) |", "|---|---:|---:|---:|"]
+    if not results["rss"]:
+        lines += ["", f"Peak RSS for a {rss_size} volume: not measured in this run (`--skip-rss`)."]
+    else:
+        lines += ["", f"Peak RSS for a {rss_size} volume (a fresh process per task, default backend):", ""]
+        lines += ["| task | steps | seconds | peak RSS (GiB) |", "|---|---:|---:|---:|"]
     for r in results["rss"]:
         if "error" in r:
             lines.append(f"| {r['kind'][4:]} | | failed: {r['error']} | |")
@@ -405,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="medidiff model for the head and 256^3 runs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--skip-bm4d", action="store_true", help="do not time BM4D on the whole head")
+    parser.add_argument("--skip-rss", action="store_true", help="do not measure peak RSS at 256^3")
     parser.add_argument("--small", action="store_true", help="reduced sizes for a smoke run")
     parser.add_argument("--doc", type=Path, default=DOC, help="Markdown file whose speed section is replaced")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -460,10 +465,11 @@ def main(argv: list[str] | None = None) -> int:
             kind = f"task-{task}-{backend}"
             results["tasks"][kind] = _run_child(kind, args.model, args.threads, task_shape)
     results["rss"] = []
-    for task in ("denoise", "inpaint", "bias"):
+    for task in () if args.skip_rss else ("denoise", "inpaint", "bias"):
         print(f"peak RSS {task} ...", flush=True)
         results["rss"].append(_run_child(f"rss-{task}", args.model, args.threads, rss_shape))
     text = render(results, args.model, args.small)
+    print(json.dumps(results, default=str))
     print(text)
     replace_section(args.doc, "speed", text)
     return 0
