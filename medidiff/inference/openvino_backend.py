@@ -11,8 +11,10 @@
 * **Compile, per window shape and precision.** The IR is reshaped to the window (batch left dynamic) and
   compiled for the CPU; OpenVINO's own ``CACHE_DIR`` keeps the compiled blob next to the IR.
 * **Precision per CPU**: bf16 where the CPU has native bf16 kernels (OpenVINO's ``OPTIMIZATION_CAPABILITIES``
-  lists ``BF16``: AVX-512 bf16 or AMX), else f32. No int8: post-training quantization would have to be
-  shown to cost at most 0.05 dB on every task first, and was not.
+  lists ``BF16``: AVX-512 bf16 or AMX), else f32. No int8: NNCF's post-training quantization was measured
+  on development volumes (docs/benchmarks.md, "int8") and cost up to 0.94 dB on denoising (0.81 dB with
+  the full-resolution level left in f32), far over the 0.05 dB allowed; the network's input carries the
+  noise that it must separate, below 8-bit resolution at small t.
 * **Several processes at once** (a cohort run in parallel, the CLI tests) share the cache: export and
   compilation hold an exclusive file lock per model digest (``.lock`` next to the IR), so one process writes
   the IR and the blob and the others read them. OpenVINO writes its blob in place and does not expect a
