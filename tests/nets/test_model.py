@@ -71,3 +71,20 @@ def test_bf16_is_used_by_default_only_where_the_device_runs_it_fast() -> None:
     model(torch.zeros(1, 1, 4, 4, 4), torch.tensor([0.5]))
     assert seen == [torch.bfloat16 if bf16_is_fast("cpu") else torch.float32, torch.bfloat16]
     assert DiffusionModel.from_config({**CFG, "bf16": False}).bf16 is False
+
+
+def test_bf16_needs_the_cpu_flags_on_x86() -> None:
+    """oneDNN's check says yes on AVX-512 CPUs without avx512_bf16, where bf16 is emulated (3x slower than
+    fp32, measured): on x86 the flags decide; elsewhere, or where they are unknown, oneDNN does."""
+    from medidiff.inference.backends import cpu_features
+    from medidiff.nets.model import bf16_is_fast, cpu_has_native_bf16
+
+    assert not cpu_has_native_bf16("x86_64", ("avx2", "avx512f"))  # the stop-33 Xeon
+    assert not cpu_has_native_bf16("x86_64", ("avx2",))
+    assert cpu_has_native_bf16("x86_64", ("avx2", "avx512f", "avx512_bf16"))
+    assert cpu_has_native_bf16("AMD64", ("avx2", "avx512f", "amx_bf16"))
+    assert cpu_has_native_bf16("aarch64", ())
+    assert cpu_has_native_bf16("x86_64", ())  # /proc/cpuinfo unreadable: oneDNN's answer stands
+    features = cpu_features()
+    if features and "avx512_bf16" not in features and "amx_bf16" not in features:
+        assert not bf16_is_fast("cpu")  # this machine: never the emulated path
